@@ -1,0 +1,45 @@
+"""Exceptions raised by resnetzoo.
+
+Every error a user can cause derives from :class:`ResNetZooError`, so
+``except resnetzoo.ResNetZooError`` catches them all. Each also derives from
+the built-in class a caller would expect (``ValueError``, ``FileNotFoundError``
+…), so code written against plain Python keeps working.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CheckpointError",
+    "ChecksumError",
+    "ResNetZooError",
+    "WeightsLoadError",
+    "WeightsUnavailableError",
+]
+
+
+class ResNetZooError(Exception):
+    """Base class of every error resnetzoo raises on purpose."""
+
+
+class CheckpointError(ResNetZooError, ValueError):
+    """A checkpoint file cannot be read: truncated, corrupt, unsafe or not a checkpoint."""
+
+
+class ChecksumError(CheckpointError):
+    """A downloaded or cached file does not have the checksum it should have."""
+
+
+class WeightsUnavailableError(ResNetZooError, FileNotFoundError):
+    """Weights cannot be fetched (offline, unreachable) and are not in the cache."""
+
+
+class WeightsLoadError(ResNetZooError, RuntimeError):
+    """A strict load found keys or shapes that do not fit the model.
+
+    Attributes:
+        report: the :class:`~resnetzoo.remap.LoadReport` describing every mismatch.
+    """
+
+    def __init__(self, message: str, report: object) -> None:
+        super().__init__(message)
+        self.report = report

@@ -1,0 +1,92 @@
+"""The model registry: named constructors, listed and created by name.
+
+:func:`register_model` adds a constructor under its function name;
+:func:`create_model` builds one from a name such as ``"resnet50"`` or
+``"resnet50.a1_in1k"`` (architecture, then the pretrained tag to use).
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import torch.nn as nn
+
+__all__ = ["create_model", "is_model", "list_models", "register_model", "split_model_name"]
+
+_MODELS: dict[str, Callable[..., nn.Module]] = {}
+F = TypeVar("F", bound=Callable[..., nn.Module])
+
+
+def register_model(fn: F) -> F:
+    """Decorator: register a model constructor under its ``__name__``.
+
+    Raises:
+        ValueError: a constructor with that name is already registered.
+    """
+    name = fn.__name__
+    if name in _MODELS:
+        raise ValueError(
+            f"a model named {name!r} is already registered (by {_MODELS[name].__module__}); "
+            f"choose another function name"
+        )
+    _MODELS[name] = fn
+    return fn
+
+
+def is_model(name: str) -> bool:
+    """Tell whether an architecture name (without a ``.tag``) is registered."""
+    return name in _MODELS
+
+
+def split_model_name(name: str) -> tuple[str, str | None]:
+    """Split ``"resnet50.a1_in1k"`` into ``("resnet50", "a1_in1k")``; no tag gives ``None``."""
+    arch, _, tag = name.partition(".")
+    return arch, tag or None
+
+
+def list_models(pattern: str | None = None, *, pretrained: bool = False) -> list[str]:
+    """List registered architecture names, sorted.
+
+    Args:
+        pattern: shell-style filter such as ``"resnet*d"`` (``fnmatch``).
+        pretrained: list only architectures that have at least one pretrained weight set.
+    """
+    names = sorted(_MODELS)
+    if pattern is not None:
+        names = fnmatch.filter(names, pattern)
+    if pretrained:
+        from resnetzoo.weights import list_pretrained  # the weights table imports models lazily
+
+        with_weights = {spec.arch for spec in list_pretrained()}
+        names = [n for n in names if n in with_weights]
+    return names
+
+
+def create_model(name: str, *, pretrained: bool | str = False, **kwargs: Any) -> nn.Module:
+    """Build a registered model by name.
+
+    Args:
+        name: ``"arch"`` or ``"arch.tag"``; a tag chooses the weight set that
+            ``pretrained=True`` loads (``create_model("resnet50.a1_in1k", pretrained=True)``).
+        pretrained: ``False``, ``True`` (the tag in ``name``, else the architecture's
+            default weights) or a tag.
+        **kwargs: passed to the constructor (``num_classes``, factories, …).
+
+    Raises:
+        ValueError: unknown architecture (the message suggests close names), or a tag
+            in ``name`` that contradicts ``pretrained``.
+    """
+    arch, tag = split_model_name(name)
+    if arch not in _MODELS:
+        close = difflib.get_close_matches(arch, _MODELS, n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise ValueError(f"unknown model {arch!r}{hint} (see resnetzoo.list_models())")
+    if tag is not None:
+        if isinstance(pretrained, str) and pretrained != tag:
+            raise ValueError(f"model name {name!r} names tag {tag!r} but pretrained={pretrained!r}; give one")
+        if pretrained is True:
+            pretrained = tag
+    return _MODELS[arch](pretrained=pretrained, **kwargs)
