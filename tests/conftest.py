@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn as nn
@@ -30,3 +33,29 @@ def _randomize(model: nn.Module, seed: int = 0) -> nn.Module:
 def randomize():
     """Return a function that fills a model's weights and BN statistics with random values."""
     return _randomize
+
+
+def _make_hub_repo(
+    cache: Path, repo_id: str, files: dict[str, bytes], *, commit: str, blob_names: dict[str, str] | None = None
+) -> None:
+    """Lay out a Hugging Face Hub cache entry by hand, as huggingface_hub writes it.
+
+    ``models--org--repo/blobs/<sha256>`` holds each file's bytes, the snapshot links to
+    it, and ``refs/main`` names the commit. ``blob_names`` overrides a blob's name (to
+    fake a corrupted blob).
+    """
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    (repo / "blobs").mkdir()
+    (repo / "snapshots" / commit).mkdir(parents=True)
+    for filename, content in files.items():
+        blob = (blob_names or {}).get(filename) or hashlib.sha256(content).hexdigest()
+        (repo / "blobs" / blob).write_bytes(content)
+        (repo / "snapshots" / commit / filename).symlink_to(f"../../blobs/{blob}")
+
+
+@pytest.fixture(scope="session")
+def make_hub_repo():
+    """Return a function that lays out a Hub cache entry: ``make_hub_repo(cache, repo_id, files, commit=...)``."""
+    return _make_hub_repo

@@ -35,8 +35,10 @@ from resnetzoo.models import (
     wide_resnet101_2,
 )
 from resnetzoo.registry import create_model, list_models, register_model
+from resnetzoo.remap import LoadReport, diagnose, load_weights, save_weights
 from resnetzoo.resnet import ResNet, make_stages
 from resnetzoo.shortcuts import ZeroPadShortcut
+from resnetzoo.weights import WeightSpec, get_weights, list_pretrained, register_weights
 
 __version__ = "0.1.0"
 
@@ -46,17 +48,24 @@ __all__ = [
     "CheckpointError",
     "ChecksumError",
     "GroupNorm32",
+    "LoadReport",
     "ResNet",
     "ResNetZooError",
     "WeightsLoadError",
+    "WeightSpec",
     "WeightsUnavailableError",
     "ZeroPadShortcut",
     "__version__",
     "create_model",
+    "diagnose",
+    "get_weights",
     "known_names",
     "list_models",
+    "list_pretrained",
+    "load_weights",
     "make_stages",
     "register_model",
+    "register_weights",
     "resnet18",
     "resnet18d",
     "resnet34",
@@ -71,6 +80,7 @@ __all__ = [
     "resnext101_32x8d",
     "resnext101_64x4d",
     "resolve",
+    "save_weights",
     "wide_resnet50_2",
     "wide_resnet101_2",
 ]

@@ -72,10 +72,10 @@ def _load_pretrained(model: ResNet, arch: str, pretrained: bool | str) -> None:
     # Imported here: the weights and remap modules import the registry, and a plain
     # model should not pay for huggingface_hub's import.
     from resnetzoo.remap import load_weights
-    from resnetzoo.weights import fetch_weights, get_weights
+    from resnetzoo.weights import get_weights
 
     spec = get_weights(arch, None if pretrained is True else pretrained)
-    report = load_weights(model, fetch_weights(spec), strict=True, ignore_head=True)
+    report = load_weights(model, spec, strict=True, ignore_head=True)
     model.pretrained_cfg = spec
     if report.head_mismatch:
         logger.info(

@@ -224,6 +224,7 @@ class ResNet(nn.Module):
 
         self.arch = arch
         self.in_chans = in_chans
+        self.stride_in_1x1 = stride_in_1x1
         self.num_classes = num_classes
         self.drop_rate = drop_rate
         self.features_only = features_only

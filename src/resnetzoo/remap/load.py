@@ -1,0 +1,247 @@
+"""Load any ResNet checkpoint into a model by name, with a report; save in the native format.
+
+:func:`load_weights` reads a checkpoint (state dict, file, URL or ``hf-hub:``
+name, through :func:`resnetzoo.weights.read_source`), renames it to native keys
+(:mod:`resnetzoo.remap.conventions`), compares it with the model
+(:mod:`resnetzoo.remap.report`) and copies what fits. :func:`diagnose` does the
+same without touching the model. :func:`save_weights` writes a model as a
+safetensors file that carries its architecture and naming convention.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from resnetzoo.errors import WeightsLoadError
+from resnetzoo.remap.conventions import NATIVE, to_native
+from resnetzoo.remap.report import LoadReport, build_report
+
+__all__ = ["diagnose", "load_weights", "save_weights"]
+
+logger = logging.getLogger("resnetzoo")
+
+# ------------------------------------------------------------------ helpers
+def _check_model(model: Any) -> None:
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+
+
+def _head_prefix(model: nn.Module) -> str:
+    """Module name of the classifier: ``get_classifier()``'s name when the model has one, else ``fc``."""
+    get_classifier = getattr(model, "get_classifier", None)
+    if callable(get_classifier):
+        head = get_classifier()
+        for name, module in model.named_modules():
+            if module is head and name:
+                return name
+    return "fc"
+
+
+def _read(source: Any) -> tuple[Any, dict[str, str], str]:
+    # Imported here: resnetzoo.weights pulls in huggingface_hub, which a model built
+    # without pretrained weights should not pay for.
+    from resnetzoo.weights import LoadedCheckpoint, read_source
+
+    # An already-read checkpoint (the CLI reads once to size the model) keeps its origin.
+    loaded = source if isinstance(source, LoadedCheckpoint) else read_source(source)
+    return loaded.obj, dict(loaded.metadata or {}), loaded.origin
+
+
+def _analyse(
+    model: nn.Module, source: Any, *, head_left: bool, convention: str | None
+) -> tuple[LoadReport, dict[str, torch.Tensor]]:
+    """Read, remap and compare; return the report and the native state dict."""
+    _check_model(model)
+    obj, metadata, origin = _read(source)
+    if convention is None and metadata.get("convention") in (NATIVE.name, "timm"):
+        convention = NATIVE.name  # written by save_weights (or a timm/torchvision export): no guessing
+    model_state = model.state_dict()
+    remapped = to_native(obj, target_keys=model_state.keys(), convention=convention)
+    report = build_report(
+        remapped,
+        model_state,
+        origin=origin,
+        metadata=metadata,
+        model_arch=getattr(model, "arch", None),
+        head_prefix=_head_prefix(model),
+        head_left=head_left,
+        stride_in_1x1=getattr(model, "stride_in_1x1", None),
+    )
+    return report, remapped.state_dict
+
+
+def _copy_into(model: nn.Module, state_dict: Mapping[str, torch.Tensor], keys: list[str], zeroed: list[str]) -> None:
+    """Copy ``state_dict[k]`` for ``keys``, and zeros for ``zeroed``, into the model in place."""
+    model_state = model.state_dict()
+    values = {k: state_dict[k] for k in keys} | {k: torch.zeros_like(model_state[k]) for k in zeroed}
+    # load_state_dict copies under no_grad into the existing tensors, so each keeps the
+    # model's dtype and device, and module hooks (_load_from_state_dict) still run.
+    # Every key came from model.state_dict() with its shape checked, so nothing is rejected.
+    model.load_state_dict(values, strict=False)
+
+
+# --------------------------------------------------------------- public API
+def diagnose(model: nn.Module, source: Any, *, convention: str | None = None) -> LoadReport:
+    """Report how a checkpoint fits ``model`` without changing the model.
+
+    Args:
+        model: the network to compare with (any ``nn.Module``; tensors may be on the
+            meta device, only names and shapes are used).
+        source: a state dict or training checkpoint (mapping), a file path
+            (``.safetensors``, ``.pth``, ``.pt``, ``.bin``, ``.ckpt``), an http(s) URL,
+            ``"hf-hub:org/repo[@revision][:filename]"``, a
+            :class:`~resnetzoo.weights.WeightSpec`, or a
+            :class:`~resnetzoo.weights.LoadedCheckpoint` already read.
+        convention: force a naming convention (see
+            :data:`~resnetzoo.remap.conventions.CONVENTIONS`) instead of detecting one.
+
+    Returns:
+        the :class:`~resnetzoo.remap.report.LoadReport` (``loaded`` is ``False``).
+
+    Raises:
+        TypeError: ``model`` is not an ``nn.Module``.
+        CheckpointError: the source cannot be read or holds no state dict.
+        WeightsUnavailableError: a remote source cannot be fetched.
+    """
+    report, _ = _analyse(model, source, head_left=False, convention=convention)
+    return report
+
+
+def load_weights(
+    model: nn.Module,
+    source: Any,
+    *,
+    strict: bool = True,
+    ignore_head: bool = False,
+    convention: str | None = None,
+) -> LoadReport:
+    """Load a checkpoint into ``model`` by name, whatever library saved it.
+
+    The checkpoint is unwrapped (``{"state_dict": …}``, ``module.`` …), renamed to
+    native keys and compared with ``model.state_dict()``. Values are copied in place
+    under ``torch.no_grad()`` and keep the model's dtype and device.
+    ``num_batches_tracked`` buffers absent from the checkpoint are set to zero.
+
+    Args:
+        model: the network to load into.
+        source: as for :func:`diagnose`.
+        strict: ``True``: load only if every key fits, else raise and leave the model
+            unchanged. ``False``: load every tensor whose name and shape fit, report the rest.
+        ignore_head: allow the classifier to differ (other class count, or absent on
+            one side, as with ``num_classes=0``) even when strict; it keeps its
+            initialisation. A classifier that fits is still loaded.
+        convention: force a naming convention instead of detecting one.
+
+    Returns:
+        the :class:`~resnetzoo.remap.report.LoadReport`, also stored as
+        ``model.load_report`` and logged at INFO on the ``resnetzoo`` logger.
+
+    Raises:
+        WeightsLoadError: ``strict`` and something does not fit; ``.report`` holds the
+            report and the model is unchanged.
+        TypeError: ``model`` is not an ``nn.Module``.
+        CheckpointError, WeightsUnavailableError: as for :func:`diagnose`.
+    """
+    report, state_dict = _analyse(model, source, head_left=ignore_head or not strict, convention=convention)
+    if strict and report.problem_keys(ignore_head=ignore_head):
+        raise WeightsLoadError(
+            f"checkpoint does not fit the model: {report.summary}\n{report}\nPass strict=False to load what fits.",
+            report,
+        )
+    _copy_into(model, state_dict, report.matched, report.filled)
+    report.loaded = True
+    model.load_report = report
+    logger.info("%s%s", report.summary, "".join(f"\n  - {h}" for h in report.hints))
+    return report
+
+
+def _package_version() -> str:
+    try:
+        return importlib_metadata.version("resnetzoo")
+    except importlib_metadata.PackageNotFoundError:
+        import resnetzoo
+
+        return str(getattr(resnetzoo, "__version__", "unknown"))
+
+
+def _savable(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """CPU, contiguous tensors with no two sharing memory (safetensors refuses shared storage)."""
+    out: dict[str, torch.Tensor] = {}
+    seen: set[tuple[str, int]] = set()
+    for key, tensor in state.items():
+        t = tensor.detach()
+        storage = (str(t.device), t.untyped_storage().data_ptr())
+        if t.numel() and storage in seen:
+            t = t.clone()
+        seen.add(storage)
+        out[key] = t.to("cpu").contiguous()
+    return out
+
+
+def save_weights(
+    model: nn.Module,
+    path: str | os.PathLike[str],
+    *,
+    metadata: Mapping[str, str] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write ``model.state_dict()`` as a safetensors file with native key names.
+
+    The file's metadata records ``format`` (``"pt"``), ``resnetzoo_version``,
+    ``arch`` (when the model has one) and ``convention`` (``"torchvision"``, the
+    native names), plus ``metadata``; :func:`load_weights` reads them back, so the
+    file loads without convention detection and a different ``arch`` gets a hint.
+    The file is written to a temporary name next to ``path`` and moved into place,
+    so an interrupted save never leaves half a file under ``path``.
+
+    Args:
+        model: the network to save.
+        path: destination; must end in ``.safetensors``.
+        metadata: extra ``str`` → ``str`` entries (a user entry overrides a default one).
+        overwrite: replace an existing file at ``path``.
+
+    Returns:
+        the path written.
+
+    Raises:
+        FileExistsError: ``path`` exists and ``overwrite`` is ``False``.
+        ValueError: ``path`` does not end in ``.safetensors``.
+        TypeError: ``model`` is not an ``nn.Module`` or ``metadata`` is not ``str`` → ``str``.
+    """
+    from safetensors.torch import save_file
+
+    _check_model(model)
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise ValueError(f"save_weights writes safetensors; give a path ending in .safetensors, got {str(path)!r}")
+    extra = dict(metadata or {})
+    bad = [k for k, v in extra.items() if not isinstance(k, str) or not isinstance(v, str)]
+    if bad:
+        raise TypeError(f"metadata must map str to str; entries {bad!r} are not (convert values with str())")
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} already exists; pass overwrite=True to replace it")
+    header = {"format": "pt", "resnetzoo_version": _package_version(), "convention": NATIVE.name}
+    arch = getattr(model, "arch", None)
+    if isinstance(arch, str) and arch:
+        header["arch"] = arch
+    header.update(extra)
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Same directory, so os.replace is a rename on one file system (atomic).
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        save_file(_savable(model.state_dict()), str(tmp), metadata=header)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+

@@ -1,0 +1,146 @@
+"""Turning "where the weights are" into a loaded checkpoint.
+
+A weight source may be a state dict already in memory, a file path, an
+``http(s)://`` URL, an ``hf-hub:org/repo[@revision][:file]`` reference, or a
+:class:`~resnetzoo.weights.WeightSpec`. :func:`read_source` fetches (cached and
+verified) and reads (safely) any of them, and says where the result came from.
+Unwrapping nested training checkpoints and renaming keys is the remap module's job.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from resnetzoo.errors import WeightsUnavailableError
+from resnetzoo.weights.download import (
+    download_url,
+    fetch_weights,
+    file_name_from_url,
+    hash_prefix_from_name,
+    hub_download,
+)
+from resnetzoo.weights.files import read_checkpoint
+from resnetzoo.weights.records import WeightSpec
+
+__all__ = ["LoadedCheckpoint", "read_source"]
+
+_HF_PREFIX = "hf-hub:"
+_HF_REFERENCE = re.compile(r"hf-hub:(?P<repo>[^@:\s]+)(?:@(?P<revision>[^:\s]+))?(?::(?P<file>\S+))?")
+_HF_DEFAULT_FILES = ("model.safetensors", "pytorch_model.bin")
+_URL_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+_ACCEPTED = (
+    "a state dict (Mapping), a file path, an http(s):// URL, "
+    "'hf-hub:org/repo[@revision][:file]', or a WeightSpec (resnetzoo.weights.get_weights)"
+)
+
+
+@dataclass(frozen=True)
+class LoadedCheckpoint:
+    """A checkpoint read from a source.
+
+    Attributes:
+        obj: what the source holds: usually a dict of tensors, possibly a nested
+            training checkpoint.
+        metadata: the safetensors ``__metadata__`` (``{}`` otherwise).
+        origin: where it came from, for messages and reports: ``"state dict"``, a
+            path, a URL, an ``hf-hub:`` reference, or a weight name with its file.
+    """
+
+    obj: Any
+    metadata: dict[str, str]
+    origin: str
+
+
+def _from_file(path: Path, origin: str) -> LoadedCheckpoint:
+    obj, metadata = read_checkpoint(path)
+    return LoadedCheckpoint(obj, metadata, origin)
+
+
+def _from_url(url: str) -> LoadedCheckpoint:
+    # torch.hub's convention: "name-<sha256 prefix>.ext"; verify when the name carries one.
+    path = download_url(url, sha256_prefix=hash_prefix_from_name(file_name_from_url(url)))
+    return _from_file(path, url)
+
+
+def _missing_file(exc: WeightsUnavailableError) -> bool:
+    from huggingface_hub.errors import EntryNotFoundError
+
+    return isinstance(exc.__cause__, EntryNotFoundError)
+
+
+def _from_hub(reference: str) -> LoadedCheckpoint:
+    match = _HF_REFERENCE.fullmatch(reference)
+    if match is None:
+        raise ValueError(
+            f"malformed Hub reference {reference!r}; expected 'hf-hub:org/repo', "
+            f"'hf-hub:org/repo@revision' or 'hf-hub:org/repo[@revision]:path/to/file'"
+        )
+    repo, revision, file = match.group("repo", "revision", "file")
+    at = f"@{revision}" if revision else ""
+    if file is not None:
+        return _from_file(hub_download(repo, file, revision=revision), f"hf-hub:{repo}{at}:{file}")
+    failures: list[str] = []
+    for candidate in _HF_DEFAULT_FILES:
+        try:
+            path = hub_download(repo, candidate, revision=revision)
+        except WeightsUnavailableError as exc:
+            if not _missing_file(exc):
+                raise
+            failures.append(f"  {candidate}: {exc}")
+            continue
+        return _from_file(path, f"hf-hub:{repo}{at}:{candidate}")
+    raise WeightsUnavailableError(
+        f"hf-hub:{repo}{at} has none of the default weight files, or they are not cached:\n"
+        + "\n".join(failures)
+        + f"\nName the file explicitly: 'hf-hub:{repo}{at}:<file>'."
+    )
+
+
+def read_source(source: Mapping[str, Any] | str | os.PathLike[str] | WeightSpec) -> LoadedCheckpoint:
+    """Fetch and read weights from any supported source.
+
+    Args:
+        source: one of
+
+            * a Mapping (a state dict already in memory; returned as is),
+            * a ``str`` or ``os.PathLike`` path to a checkpoint file,
+            * an ``http://`` / ``https://`` URL, downloaded into
+              :func:`~resnetzoo.weights.cache_dir` and checked against the sha256
+              prefix in its file name when it has one (``name-<hex>.pth``),
+            * ``"hf-hub:org/repo[@revision][:file]"``; without ``:file``,
+              ``model.safetensors``, else ``pytorch_model.bin``,
+            * a :class:`~resnetzoo.weights.WeightSpec`, fetched with
+              :func:`~resnetzoo.weights.fetch_weights`.
+
+    Returns:
+        The :class:`LoadedCheckpoint`.
+
+    Raises:
+        TypeError: ``source`` is none of the accepted types.
+        ValueError: a string with an unsupported URL scheme or a malformed ``hf-hub:``
+            reference.
+        WeightsUnavailableError: the file cannot be found or fetched.
+        CheckpointError: the file cannot be read safely (see
+            :func:`~resnetzoo.weights.read_checkpoint`), including ChecksumError.
+    """
+    if isinstance(source, WeightSpec):
+        path = fetch_weights(source)
+        return _from_file(path, f"{source.name} ({path})")
+    if isinstance(source, Mapping):
+        return LoadedCheckpoint(source, {}, "state dict")
+    if isinstance(source, os.PathLike):
+        return _from_file(Path(source), os.fspath(source))
+    if isinstance(source, str):
+        if source.startswith(_HF_PREFIX):
+            return _from_hub(source)
+        if source.startswith(("http://", "https://")):
+            return _from_url(source)
+        if _URL_SCHEME.match(source):
+            raise ValueError(f"unsupported URL scheme in {source!r}; accepted sources: {_ACCEPTED}")
+        return _from_file(Path(source), source)
+    raise TypeError(f"cannot read weights from a {type(source).__name__}; accepted sources: {_ACCEPTED}")

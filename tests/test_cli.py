@@ -1,0 +1,157 @@
+"""The resnetzoo command: exit codes, output, and conversions that load back strictly."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torchvision
+from safetensors.torch import save_file
+
+import resnetzoo
+from resnetzoo.cli import main
+from resnetzoo.remap import load_weights
+
+transformers = pytest.importorskip("transformers")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny inputs gain nothing from intra-op threads, and on a busy 2-core machine
+    OpenMP's thread hand-offs make a 64x64 ResNet-50 forward ~50x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tv_checkpoint(tmp_path_factory):
+    """A torchvision resnet18 training checkpoint ({"state_dict": …, "epoch": …}) on disk."""
+    path = tmp_path_factory.mktemp("ckpt") / "r18.pth"
+    torch.save({"state_dict": torchvision.models.resnet18().state_dict(), "epoch": 3}, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def hf_model():
+    config = transformers.ResNetConfig(
+        layer_type="basic", depths=[2, 2, 2, 2], hidden_sizes=[64, 128, 256, 512], embedding_size=64, num_labels=10
+    )
+    return transformers.ResNetForImageClassification(config).eval()
+
+
+@pytest.fixture(scope="module")
+def hf_checkpoint(hf_model, tmp_path_factory):
+    path = tmp_path_factory.mktemp("hf") / "model.safetensors"
+    save_file({k: v.contiguous() for k, v in hf_model.state_dict().items()}, str(path))
+    return path
+
+
+def test_inspect_ok_guesses_arch(tv_checkpoint, capsys):
+    assert main(["inspect", str(tv_checkpoint)]) == 0
+    out, err = capsys.readouterr()
+    assert "guessed architecture: resnet18" in err
+    assert "loads strictly" in out.splitlines()[0] and "unwrapped   checkpoint['state_dict']" in out
+
+
+def test_inspect_json(hf_checkpoint, capsys):
+    assert main(["inspect", str(hf_checkpoint), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["ok"] is True and data["model_arch"] == "resnet18"
+    assert data["convention"] == "transformers-ResNetForImageClassification"
+
+
+def test_inspect_mismatch_exit_1(tv_checkpoint, capsys):
+    assert main(["inspect", str(tv_checkpoint), "--arch", "resnet34"]) == 1
+    out = capsys.readouterr().out
+    assert "does not load strictly" in out and "looks like resnet18" in out
+
+
+def test_inspect_head_mismatch_exit_1(tv_checkpoint, capsys):
+    assert main(["inspect", str(tv_checkpoint), "--arch", "resnet18", "--num-classes", "200"]) == 1
+    assert "1000 classes, the model 200" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("content", [b"", b"not a checkpoint at all", b"version https://git-lfs.github.com/spec/v1\n"])
+def test_inspect_unreadable_exit_2(tmp_path, content, capsys):
+    path = tmp_path / "bad.pth"
+    path.write_bytes(content)
+    assert main(["inspect", str(path)]) == 2
+    out, err = capsys.readouterr()
+    assert err.startswith("resnetzoo: error:") and str(path) in err and "Traceback" not in err + out
+
+
+def test_inspect_missing_file_exit_2(tmp_path, capsys):
+    assert main(["inspect", str(tmp_path / "nope.pth")]) == 2
+    assert "not found" in capsys.readouterr().err
+
+
+def test_unknown_arch_exit_2(tv_checkpoint, capsys):
+    assert main(["inspect", str(tv_checkpoint), "--arch", "resnet51"]) == 2
+    assert "unknown model 'resnet51'" in capsys.readouterr().err
+
+
+def test_convert_then_load_strict(hf_model, hf_checkpoint, tmp_path, capsys):
+    out = tmp_path / "native.safetensors"
+    assert main(["convert", str(hf_checkpoint), str(out), "--arch", "resnet18"]) == 0
+    assert f"wrote {out}" in capsys.readouterr().out
+    model = resnetzoo.resnet18(num_classes=10).eval()
+    report = load_weights(model, out)
+    assert report.ok and report.convention == "torchvision" and report.metadata["arch"] == "resnet18"
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), hf_model(x).logits, rtol=0, atol=0)
+    # An existing output is never replaced without --overwrite.
+    before = out.read_bytes()
+    assert main(["convert", str(hf_checkpoint), str(out), "--arch", "resnet18"]) == 2
+    assert "--overwrite" in capsys.readouterr().err and out.read_bytes() == before
+    assert main(["convert", str(hf_checkpoint), str(out), "--arch", "resnet18", "--overwrite"]) == 0
+
+
+def test_convert_refuses_partial(tv_checkpoint, tmp_path, capsys):
+    out = tmp_path / "r34.safetensors"
+    assert main(["convert", str(tv_checkpoint), str(out), "--arch", "resnet34"]) == 1
+    assert "--allow-partial" in capsys.readouterr().err and not out.exists()
+    assert main(["convert", str(tv_checkpoint), str(out), "--arch", "resnet34", "--allow-partial"]) == 0
+    assert "partly loaded" in capsys.readouterr().out and out.exists()
+
+
+def test_list(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "  resnet50\n" in out and "resnet50.tv_in1k" in out and "top-1 76.13%" in out
+    assert main(["list", "resnext*"]) == 0
+    out = capsys.readouterr().out
+    assert "resnext50_32x4d" in out and "  resnet50\n" not in out
+
+
+def test_download_offline_exit_2(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("RESNETZOO_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("RESNETZOO_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    assert main(["download", "resnet18"]) == 2
+    out, err = capsys.readouterr()
+    assert err.startswith("resnetzoo: error:") and "resnet18" in err and "Traceback" not in err
+    assert not out
+
+
+def test_usage_errors(capsys):
+    assert main([]) == 2
+    assert main(["inspect"]) == 2
+    assert main(["frobnicate"]) == 2
+    assert main(["--help"]) == 0
+    assert "inspect" in capsys.readouterr().out
+
+
+def test_download_prints_path(tmp_path, monkeypatch, capsys):
+    import resnetzoo.weights
+
+    fetched = []
+    monkeypatch.setattr(resnetzoo.weights, "fetch_weights", lambda spec: fetched.append(spec.name) or tmp_path / "w.pth")
+    assert main(["download", "resnet50.tv2_in1k"]) == 0
+    assert capsys.readouterr().out.strip() == str(tmp_path / "w.pth") and fetched == ["resnet50.tv2_in1k"]
+    assert main(["download", "resnet50.nope"]) == 2
+    assert "no weights tagged 'nope'" in capsys.readouterr().err

@@ -1,0 +1,118 @@
+"""``resnet18(pretrained=True)`` end to end: the real weight record, the real Hub code path.
+
+The Hub cache is laid out by hand in a temp dir and read by a fresh interpreter with
+``HF_HUB_OFFLINE=1`` set before import, exactly as an offline user with a warm cache.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+from safetensors.torch import save as safetensors_bytes
+
+import resnetzoo
+
+_SCRIPT = textwrap.dedent(
+    """
+    import json, sys, time, torch, resnetzoo
+
+    x = torch.load(sys.argv[1], weights_only=True)
+    out = {}
+    model = resnetzoo.resnet18(pretrained=True).eval()
+    with torch.no_grad():
+        out["logits"] = model(x).tolist()
+    out["cfg"] = model.pretrained_cfg.name
+    out["report_ok"] = model.load_report.ok
+
+    finetune = resnetzoo.create_model("resnet18.tv_in1k", pretrained=True, num_classes=200)
+    out["head_mismatch"] = finetune.load_report.head_mismatch
+    out["head_hint"] = " ".join(finetune.load_report.hints)
+    out["backbone_equal"] = torch.equal(finetune.conv1.weight, model.conv1.weight)
+    out["fc_shape"] = list(finetune.fc.weight.shape)
+
+    start = time.perf_counter()
+    try:
+        resnetzoo.resnet50(pretrained=True)
+    except resnetzoo.WeightsUnavailableError as exc:
+        out["missing"] = str(exc)
+    out["missing_seconds"] = time.perf_counter() - start
+    print(json.dumps(out))
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def offline_run(tmp_path_factory, make_hub_repo):
+    root = tmp_path_factory.mktemp("pretrained")
+    reference = torchvision.models.resnet18().eval()
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for tensor in reference.state_dict().values():
+            if tensor.is_floating_point():
+                tensor.copy_(torch.rand(tensor.shape, generator=gen) * 0.1 + 0.01)
+    weights = {k: v for k, v in reference.state_dict().items() if not k.endswith("num_batches_tracked")}
+    spec = resnetzoo.get_weights("resnet18")
+    make_hub_repo(
+        root / "hub",
+        spec.hf_hub_id,
+        {spec.hf_filename: safetensors_bytes(weights)},
+        commit="1111111111111111111111111111111111111111",
+    )
+    x = torch.randn(2, 3, 64, 64, generator=gen)
+    torch.save(x, root / "x.pt")
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "HF_HUB_CACHE": str(root / "hub"),
+        "RESNETZOO_CACHE": str(root / "empty-cache"),
+        "PYTHONPATH": str(Path(resnetzoo.__file__).parents[1]),
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", _SCRIPT, str(root / "x.pt")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    with torch.no_grad():
+        expected = reference(x)
+    return json.loads(done.stdout.strip().splitlines()[-1]), expected
+
+
+def test_pretrained_true_loads_the_default_record_from_the_hub_cache(offline_run):
+    out, expected = offline_run
+    assert out["cfg"] == "resnet18.tv_in1k"
+    assert out["report_ok"]
+    torch.testing.assert_close(torch.tensor(out["logits"]), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_pretrained_with_other_num_classes_keeps_a_fresh_head(offline_run):
+    out, _ = offline_run
+    assert out["head_mismatch"] and out["backbone_equal"]
+    assert out["fc_shape"] == [200, 512]
+    assert "1000" in out["head_hint"] and "200" in out["head_hint"]
+
+
+def test_offline_and_uncached_weights_fail_fast_with_guidance(offline_run):
+    out, _ = offline_run
+    assert out["missing_seconds"] < 5
+    assert "resnet50.tv_in1k" in out["missing"]
+    assert "load_weights" in out["missing"]
+
+
+def test_pretrained_must_be_bool_or_tag():
+    with pytest.raises(TypeError, match="pretrained must be"):
+        resnetzoo.resnet18(pretrained=1)
+    with pytest.raises(ValueError, match="tv_in1k"):
+        resnetzoo.resnet18(pretrained="no_such_tag")
+    with pytest.raises(ValueError, match="names tag"):
+        resnetzoo.create_model("resnet18.tv_in1k", pretrained="tv2_in1k")
