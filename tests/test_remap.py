@@ -338,6 +338,17 @@ def test_deeper_checkpoint_names_the_architecture():
     assert "… and " in text and "more" in text
 
 
+def test_damaged_deeper_checkpoint_is_still_recognised_without_hint_spam():
+    with torch.device("meta"):
+        deeper = torchvision.models.resnet101().state_dict()
+    del deeper["layer1.0.bn1.running_mean"]
+    report = diagnose(resnetzoo.resnet50(), {"state_dict": {f"module.{k}": v for k, v in deeper.items()}})
+    assert report.missing == ["layer1.0.bn1.running_mean"]
+    assert any(h.startswith("this checkpoint looks like resnet101") for h in report.hints)
+    # Keys of the extra blocks are explained by the architecture, not paired with layer1's key.
+    assert not any("is close to missing" in h for h in report.hints)
+
+
 def test_unknown_block_counts_are_spelled_out(r18_state):
     sd = {k: v for k, v in r18_state.items() if not k.startswith("layer4.1.")}
     report = diagnose(resnetzoo.resnet18(), sd)

@@ -182,7 +182,8 @@ def _arch_hint(
     ]
     if len(ckpt_blocks) != len(model_blocks):
         diffs.append(f"{len(ckpt_blocks)} stages, the model {len(model_blocks)}")
-    name = guess_arch(ckpt)
+    # A checkpoint with a key or two missing is still recognisably its architecture.
+    name = guess_arch(ckpt) or (guess_arch(ckpt, exact=False) if diffs else None)
     if name is not None and name != model_arch:
         detail = "; ".join(diffs) if diffs else "same blocks per stage, other widths or stem"
         return f"this checkpoint looks like {name} ({detail})" + (f", the model is {model_arch}" if model_arch else "")
@@ -191,10 +192,20 @@ def _arch_hint(
     return None
 
 
+def _module_of(key: str) -> str:
+    # "layer3.6.bn1.weight" -> "layer3.6"; "conv1.0.weight" -> "conv1"
+    parts = key.split(".")
+    return ".".join(parts[:2]) if parts[0].startswith("layer") else parts[0]
+
+
 def _near_miss_hints(missing: Sequence[str], unexpected: Sequence[str]) -> list[str]:
+    # Only within one block or top-level module: a typo or renamed layer keeps its place,
+    # while a key of an extra block (layer3.6 in a 6-block stage) is explained by the
+    # architecture hint, not by its resemblance to some other block's key.
     hints = []
     for key in unexpected:
-        close = difflib.get_close_matches(key, missing, n=1, cutoff=0.85)
+        candidates = [m for m in missing if _module_of(m) == _module_of(key)]
+        close = difflib.get_close_matches(key, candidates, n=1, cutoff=0.85)
         if close:
             hints.append(f"unexpected {key!r} is close to missing {close[0]!r}: a typo or a renamed layer?")
             if len(hints) == _MAX_NEAR_MISS_HINTS:
