@@ -1,0 +1,410 @@
+"""CUB-200 data: tree parsing and checking, the dataset and its cache, safe extraction, download."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import tarfile
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from resnetzoo.errors import ChecksumError
+from resnetzoo.recipes.cub200.data import (
+    CUB200,
+    CUB200TreeError,
+    UnsafeArchiveError,
+    build_transforms,
+    download_cub200,
+    find_tree,
+    make_synthetic_tree,
+    normalize_batch,
+    read_tree,
+    safe_extract,
+)
+
+
+# ------------------------------------------------------------------------------ helpers
+def _solid(path: Path, colour: tuple[int, int, int], size: tuple[int, int] = (40, 30), mode: str = "RGB") -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img = Image.new("RGB", size, colour)
+    img.convert(mode).save(path)
+
+
+def _dominant(image: torch.Tensor) -> int:
+    """Index of the strongest channel of an image (JPEG shifts exact values by a few levels)."""
+    return int(image.float().mean(dim=(1, 2)).argmax())
+
+
+def _write(root: Path, name: str, lines: list[str]) -> None:
+    (root / name).write_text("".join(f"{line}\n" for line in lines))
+
+
+def _hand_tree(root: Path) -> Path:
+    """Three images whose ids are neither in file-name nor in line order, tables in different orders.
+
+    id 3 -> a/a_01.jpg (red, class 2 "Beta", train)
+    id 1 -> a/a_02.jpg (green, class 1 "Alpha", test)
+    id 2 -> b/b_01.png (RGBA blue, class 1 "Alpha", train)
+    """
+    _solid(root / "images" / "a" / "a_01.jpg", (255, 0, 0))
+    _solid(root / "images" / "a" / "a_02.jpg", (0, 255, 0))
+    _solid(root / "images" / "b" / "b_01.png", (0, 0, 255), mode="RGBA")
+    _write(root, "classes.txt", ["1 001.Alpha", "2 002.Beta"])
+    _write(root, "images.txt", ["3 a/a_01.jpg", "1 a/a_02.jpg", "2 b/b_01.png"])
+    _write(root, "image_class_labels.txt", ["1 1", "2 1", "3 2"])
+    _write(root, "train_test_split.txt", ["2 1", "3 1", "1 0"])
+    _write(root, "bounding_boxes.txt", ["1 0 0 10 10", "3 5.0 5.0 20.0 10.0", "2 1 2 3 4"])
+    return root
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    return make_synthetic_tree(tmp_path / "tree", num_classes=3, train_per_class=3, test_per_class=2, image_size=(48, 40))
+
+
+# ------------------------------------------------------------------------------ parsing
+def test_tables_are_joined_on_the_image_id_not_on_line_order(tmp_path: Path) -> None:
+    parsed = read_tree(_hand_tree(tmp_path / "t"))
+    by_path = {r.path: r for r in parsed.records}
+    assert parsed.classes == ("Alpha", "Beta")
+    assert (by_path["a/a_01.jpg"].image_id, by_path["a/a_01.jpg"].label, by_path["a/a_01.jpg"].is_train) == (3, 1, True)
+    assert (by_path["a/a_02.jpg"].image_id, by_path["a/a_02.jpg"].label, by_path["a/a_02.jpg"].is_train) == (1, 0, False)
+    assert by_path["b/b_01.png"].bbox == (1.0, 2.0, 3.0, 4.0)
+
+    train = CUB200(parsed, split="train")
+    test = CUB200(parsed, split="test")
+    assert [r.path for r in train.records] == ["a/a_01.jpg", "b/b_01.png"]
+    assert train.targets == [1, 0] and test.targets == [0]
+    image, label = test[0]
+    assert label == 0
+    assert image.dtype == torch.uint8 and image.shape == (3, 30, 40)
+    assert _dominant(image) == 1  # the green file, so the id join is right
+
+
+def test_grayscale_cmyk_and_rgba_images_become_rgb(tmp_path: Path, tree: Path) -> None:
+    modes = {}
+    for record in read_tree(tree).records:
+        with Image.open(tree / "images" / record.path) as img:
+            modes.setdefault(img.mode, record)
+    assert {"L", "CMYK", "RGB"} <= set(modes)  # the generator wrote all three
+    parsed = read_tree(tree)
+    for mode, record in modes.items():
+        dataset = CUB200(parsed, split="train" if record.is_train else "test")
+        image, _ = dataset[dataset.records.index(record)]
+        assert image.shape[0] == 3 and image.dtype == torch.uint8, mode
+    rgba = CUB200(read_tree(_hand_tree(tmp_path / "t")), split="train")[1][0]
+    assert rgba.shape[0] == 3 and _dominant(rgba) == 2
+
+
+def test_bbox_crop_cuts_out_the_box(tmp_path: Path) -> None:
+    root = _hand_tree(tmp_path / "t")
+    img = Image.new("RGB", (40, 30), (0, 0, 0))
+    img.paste((200, 10, 10), (5, 5, 25, 15))  # exactly the box of id 3: x=5 y=5 w=20 h=10
+    img.save(root / "images" / "a" / "a_01.jpg", quality=100)
+    image, _ = CUB200(root, split="train", bbox_crop=True)[0]
+    assert image.shape == (3, 10, 20)
+    assert (image[0].float().mean() > 180) and (image[1:].float().mean() < 40)
+
+
+def test_synthetic_tree_ids_do_not_follow_file_names(tree: Path) -> None:
+    parsed = read_tree(tree)
+    assert len(parsed.classes) == 3 and len(parsed.records) == 15
+    assert len(parsed.split("train")) == 9 and len(parsed.split("test")) == 6
+    by_name = sorted(parsed.records, key=lambda r: r.path)
+    assert [r.image_id for r in by_name] != sorted(r.image_id for r in by_name)
+    for record in parsed.records:  # labels agree with the folder each file is in
+        assert int(record.path.split(".", 1)[0]) == record.label + 1
+    assert find_tree(tree.parent) is None and find_tree(tree) == tree
+
+
+def test_synthetic_tree_refuses_a_folder_it_did_not_write(tmp_path: Path) -> None:
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    with pytest.raises(ValueError, match="not empty"):
+        make_synthetic_tree(tmp_path / "mine")
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+    first = make_synthetic_tree(tmp_path / "gen", num_classes=2, train_per_class=1, test_per_class=1)
+    before = (first / "images.txt").read_bytes()
+    make_synthetic_tree(tmp_path / "gen", num_classes=2, train_per_class=1, test_per_class=1)  # rewrites its own
+    assert (first / "images.txt").read_bytes() == before
+
+
+# ----------------------------------------------------------------------- broken trees
+def _break(root: Path, name: str, edit) -> None:
+    path = root / name
+    path.write_text(edit(path.read_text().splitlines()))
+
+
+def _replace_line(index: int, text: str):
+    def edit(lines: list[str]) -> str:
+        lines[index] = text
+        return "\n".join(lines) + "\n"
+
+    return edit
+
+
+BROKEN = {
+    "missing split file": (lambda r: (r / "train_test_split.txt").unlink(), r"train_test_split\.txt: missing"),
+    "missing bbox file": (lambda r: (r / "bounding_boxes.txt").unlink(), r"bounding_boxes\.txt: missing"),
+    "id without a label": (
+        lambda r: _break(r, "image_class_labels.txt", lambda lines: "\n".join(lines[1:]) + "\n"),
+        r"images\.txt:\d+: image id 1 has no line in image_class_labels\.txt",
+    ),
+    "id only in split file": (
+        lambda r: _break(r, "train_test_split.txt", lambda lines: "\n".join([*lines, "99 1"]) + "\n"),
+        r"train_test_split\.txt:4: image id 99 is not in images\.txt",
+    ),
+    "label out of range": (
+        lambda r: _break(r, "image_class_labels.txt", _replace_line(1, "2 7")),
+        r"image_class_labels\.txt:2: class id 7 is out of range 1\.\.2",
+    ),
+    "label not a number": (
+        lambda r: _break(r, "image_class_labels.txt", _replace_line(0, "1 one")),
+        r"image_class_labels\.txt:1: the class id must be an integer",
+    ),
+    "bad split value": (
+        lambda r: _break(r, "train_test_split.txt", _replace_line(2, "1 2")),
+        r"train_test_split\.txt:3: the split must be 1 \(train\) or 0 \(test\)",
+    ),
+    "short line": (
+        lambda r: _break(r, "bounding_boxes.txt", _replace_line(0, "1 0 0 10")),
+        r"bounding_boxes\.txt:1: expected 5 fields",
+    ),
+    "duplicate id": (
+        lambda r: _break(r, "images.txt", _replace_line(2, "3 b/b_01.png")),
+        r"images\.txt:3: id 3 is listed twice \(first on line 1\)",
+    ),
+    "missing image": (
+        lambda r: (r / "images" / "a" / "a_02.jpg").unlink(),
+        r"images\.txt:2: image file .*a_02\.jpg does not exist",
+    ),
+    "unreadable image": (
+        lambda r: (r / "images" / "b" / "b_01.png").write_bytes(b"this is not an image"),
+        r"images\.txt:3: .*b_01\.png is not a readable image",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN))
+def test_broken_tree_fails_at_start_naming_file_and_line(tmp_path: Path, case: str) -> None:
+    root = _hand_tree(tmp_path / "t")
+    damage, message = BROKEN[case]
+    damage(root)
+    with pytest.raises(CUB200TreeError, match=message):
+        CUB200(root, split="train")
+
+
+def test_no_tree_at_all_says_how_to_get_one(tmp_path: Path) -> None:
+    with pytest.raises(CUB200TreeError, match=r"no CUB-200-2011 tree.*--download.*--synthetic"):
+        read_tree(tmp_path)
+
+
+def test_truncated_jpeg_fails_when_the_cache_is_built_naming_the_file(tmp_path: Path) -> None:
+    root = _hand_tree(tmp_path / "t")
+    _solid(root / "images" / "a" / "a_01.jpg", (255, 0, 0), size=(200, 200))
+    data = (root / "images" / "a" / "a_01.jpg").read_bytes()
+    (root / "images" / "a" / "a_01.jpg").write_bytes(data[: len(data) // 2])  # header intact, body cut
+    dataset = CUB200(root, split="train", resize=16, cache_dir=tmp_path / "cache")
+    with pytest.raises(CUB200TreeError, match=r"images\.txt:1: cannot decode .*a_01\.jpg"):
+        dataset.build_cache(num_threads=1)
+
+
+# --------------------------------------------------------------------------- the cache
+@pytest.mark.parametrize("mode", ["square", "shorter"])
+def test_cache_gives_the_same_images_as_decoding(tmp_path: Path, tree: Path, mode: str) -> None:
+    plain = CUB200(tree, split="test", resize=36, resize_mode=mode)
+    cached = CUB200(plain.tree, split="test", resize=36, resize_mode=mode, cache_dir=tmp_path / "cache")
+    cached.build_cache(num_threads=2)
+    files = sorted(cached.cache_dir.glob("*.npy"))
+    assert len(files) == len(cached)
+    array = np.load(files[0])
+    assert array.dtype == np.uint8 and array.shape[0] == 3
+    assert min(array.shape[1:]) == 36 and (mode == "shorter" or array.shape[1:] == (36, 36))
+    for i in range(len(plain)):
+        assert torch.equal(plain.load_image(i), cached.load_image(i))
+
+
+def test_cache_is_keyed_by_resize_and_bbox(tmp_path: Path, tree: Path) -> None:
+    parsed = read_tree(tree)
+    dirs = {
+        CUB200(parsed, resize=32, cache_dir=tmp_path).cache_dir,
+        CUB200(parsed, resize=40, cache_dir=tmp_path).cache_dir,
+        CUB200(parsed, resize=32, bbox_crop=True, cache_dir=tmp_path).cache_dir,
+        CUB200(parsed, resize=32, resize_mode="shorter", cache_dir=tmp_path).cache_dir,
+    }
+    assert len(dirs) == 4
+    with pytest.raises(ValueError, match="cache_dir needs resize"):
+        CUB200(parsed, cache_dir=tmp_path)
+
+
+def test_transforms_and_normalisation(tree: Path) -> None:
+    train = CUB200(tree, split="train", resize=40, transform=build_transforms(train=True, img_size=32))
+    test = CUB200(tree, split="test", resize=40, transform=build_transforms(train=False, img_size=32))
+    image, _ = train[0]
+    assert image.shape == (3, 32, 32) and image.dtype == torch.uint8
+    assert torch.equal(test[0][0], test[0][0])  # evaluation is deterministic
+    batch = torch.stack([test[i][0] for i in range(2)])
+    out = normalize_batch(batch, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), channels_last=True)
+    assert out.dtype == torch.float32 and out.is_contiguous(memory_format=torch.channels_last)
+    assert torch.allclose(out, (batch.float() / 255 - 0.5) / 0.25)
+
+
+# ------------------------------------------------------------------------ extraction
+def _tar(members: list[tuple[tarfile.TarInfo, bytes | None]]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for info, data in members:
+            tar.addfile(info, io.BytesIO(data) if data is not None else None)
+    return buffer.getvalue()
+
+
+def _file(name: str, data: bytes = b"x") -> tuple[tarfile.TarInfo, bytes]:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    return info, data
+
+
+def _link(name: str, target: str, kind: bytes = tarfile.SYMTYPE) -> tuple[tarfile.TarInfo, None]:
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname = kind, target
+    return info, None
+
+
+@pytest.mark.parametrize(
+    "member, message",
+    [
+        (_file("../evil"), "contains '..'"),
+        (_file("ok/../../evil"), "contains '..'"),
+        (_file("/tmp/evil"), "absolute path"),
+        (_link("ok/link", "../../outside"), "links to"),
+        (_link("ok/link", "/etc/passwd"), "links to"),
+        (_link("ok/hard", "../evil", tarfile.LNKTYPE), "contains '..'|links to"),
+    ],
+)
+def test_safe_extract_rejects_members_escaping_the_folder(tmp_path: Path, member, message: str) -> None:
+    archive = tmp_path / "bad.tgz"
+    archive.write_bytes(_tar([_file("ok/first.txt"), member]))
+    dest = tmp_path / "a" / "dest"
+    with pytest.raises(UnsafeArchiveError, match=message):
+        safe_extract(archive, dest)
+    assert not (tmp_path / "a" / "evil").exists() and not (tmp_path / "evil").exists()
+    assert not (dest / "ok" / "first.txt").exists()  # checked before anything is written
+
+
+def test_safe_extract_extracts_a_good_archive(tmp_path: Path) -> None:
+    archive = tmp_path / "good.tgz"
+    archive.write_bytes(_tar([_file("top/a.txt", b"hello"), _link("top/b.txt", "a.txt")]))
+    safe_extract(archive, tmp_path / "out")
+    assert (tmp_path / "out" / "top" / "a.txt").read_bytes() == b"hello"
+    assert (tmp_path / "out" / "top" / "b.txt").read_bytes() == b"hello"
+
+
+# --------------------------------------------------------------------------- download
+class _Server:
+    """Serves one payload on 127.0.0.1, honouring ``Range: bytes=N-`` unless told not to."""
+
+    def __init__(self, payload: bytes, *, ranges: bool = True) -> None:
+        self.payload, self.ranges, self.requests = payload, ranges, []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+                server.requests.append(self.headers.get("Range"))
+                start = 0
+                header = self.headers.get("Range")
+                if header and server.ranges:
+                    start = int(header.removeprefix("bytes=").rstrip("-"))
+                    self.send_response(206)
+                    self.send_header("Content-Range", f"bytes {start}-{len(server.payload) - 1}/{len(server.payload)}")
+                else:
+                    self.send_response(200)
+                body = server.payload[start:]
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/CUB_200_2011.tgz"
+
+    def __enter__(self) -> _Server:
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def archive(tree: Path) -> Iterator[bytes]:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        tar.add(tree, arcname="CUB_200_2011")
+        info, data = _file("attributes.txt", b"top-level file of the real archive")
+        tar.addfile(info, io.BytesIO(data))
+    yield buffer.getvalue()
+
+
+def _fetch(root: Path, server: _Server, payload: bytes, **overrides: object) -> Path:
+    kwargs = {"url": server.url, "size": len(payload), "sha256": hashlib.sha256(payload).hexdigest(), "progress": False}
+    return download_cub200(root, **{**kwargs, **overrides})  # type: ignore[arg-type]
+
+
+def test_download_verifies_then_extracts(tmp_path: Path, archive: bytes) -> None:
+    with _Server(archive) as server:
+        tree_dir = _fetch(tmp_path / "data", server, archive)
+        assert tree_dir == tmp_path / "data" / "CUB_200_2011"
+        assert len(read_tree(tree_dir).records) == 15
+        assert (tmp_path / "data" / "CUB_200_2011.tgz").read_bytes() == archive
+        assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["CUB_200_2011", "CUB_200_2011.tgz"]
+        _fetch(tmp_path / "data", server, archive)  # already there: no second request
+        assert server.requests == [None]
+
+
+@pytest.mark.parametrize("ranges", [True, False])
+def test_download_resumes_a_partial_file(tmp_path: Path, archive: bytes, ranges: bool) -> None:
+    root = tmp_path / "data"
+    root.mkdir()
+    (root / "CUB_200_2011.tgz.part").write_bytes(archive[: len(archive) // 3])
+    with _Server(archive, ranges=ranges) as server:
+        _fetch(root, server, archive)
+    assert server.requests == [f"bytes={len(archive) // 3}-"]
+    assert (root / "CUB_200_2011.tgz").read_bytes() == archive  # right bytes even when Range was ignored
+    assert not (root / "CUB_200_2011.tgz.part").exists()
+
+
+def test_download_with_wrong_checksum_extracts_nothing_and_leaves_nothing(tmp_path: Path, archive: bytes) -> None:
+    root = tmp_path / "data"
+    with _Server(archive) as server, pytest.raises(ChecksumError, match="sha256"):
+        _fetch(root, server, archive, sha256="0" * 64)
+    assert list(root.iterdir()) == []
+
+
+def test_a_foreign_archive_with_wrong_checksum_is_left_alone(tmp_path: Path, archive: bytes) -> None:
+    root = tmp_path / "data"
+    root.mkdir()
+    (root / "CUB_200_2011.tgz").write_bytes(b"my own file")
+    with _Server(archive) as server, pytest.raises(ChecksumError, match="left alone"):
+        _fetch(root, server, archive)
+    assert (root / "CUB_200_2011.tgz").read_bytes() == b"my own file" and server.requests == []
+
+
+def test_unreachable_server_keeps_the_partial_file(tmp_path: Path, archive: bytes) -> None:
+    root = tmp_path / "data"
+    root.mkdir()
+    (root / "CUB_200_2011.tgz.part").write_bytes(b"abc")
+    with _Server(archive) as server:
+        url = server.url
+    with pytest.raises(ConnectionError, match="resumes on the next run"):
+        download_cub200(root, url=url, size=len(archive), sha256="0" * 64, progress=False, timeout=5)
+    assert (root / "CUB_200_2011.tgz.part").read_bytes() == b"abc"
