@@ -10,6 +10,19 @@ import torch
 import torch.nn as nn
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread():
+    """Run torch on one intra-op thread throughout the suite.
+
+    Tests use tiny inputs that gain nothing from threads, and on a busy 2-core machine
+    OpenMP's spin-waiting hand-offs make a 64x64 ResNet-50 forward 50x slower.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _randomize(model: nn.Module, seed: int = 0) -> nn.Module:
     """Give every parameter and BatchNorm statistic random values, so parity tests can fail.
 

@@ -16,16 +16,6 @@ from resnetzoo.remap import load_weights
 transformers = pytest.importorskip("transformers")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny inputs gain nothing from intra-op threads, and on a busy 2-core machine
-    OpenMP's thread hand-offs make a 64x64 ResNet-50 forward ~50x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def tv_checkpoint(tmp_path_factory):
     """A torchvision resnet18 training checkpoint ({"state_dict": …, "epoch": …}) on disk."""

@@ -55,16 +55,6 @@ def _tiny_model():
     registry._MODELS.pop("cub_test_tiny", None)  # other modules' tests see the usual registry
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # On two cores shared with other jobs, torch's intra-op threads spin-wait and run a small
-    # model ~100x slower; one thread is fast here and changes no result.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _config(out: Path, **overrides: object) -> CUB200Config:
     """The synthetic demo, shrunk: tiny model, 48 px, 2 epochs of 10 steps, no worker processes.
 

@@ -23,16 +23,6 @@ transformers = pytest.importorskip("transformers")
 X = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny inputs gain nothing from intra-op threads, and on a busy 2-core machine
-    OpenMP's thread hand-offs make a 64x64 ResNet-50 forward ~50x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _logits(model: nn.Module) -> torch.Tensor:
     model.eval()
     with torch.no_grad():

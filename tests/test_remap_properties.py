@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -20,16 +19,6 @@ KEYS = [k for k in BASE if not k.endswith(NBT)]
 WRAPPERS = ["", "module.", "_orig_mod.", "model.", "module._orig_mod."]
 CONTAINERS = [None, "state_dict", "model", "state_dict_ema", "model_state_dict"]
 SETTINGS = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny inputs gain nothing from intra-op threads, and on a busy 2-core machine
-    OpenMP's thread hand-offs make a 64x64 ResNet-50 forward ~50x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _reshaped(t: torch.Tensor) -> torch.Tensor:
