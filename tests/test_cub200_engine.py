@@ -28,6 +28,7 @@ from resnetzoo.recipes.cub200 import (
     train,
 )
 from resnetzoo.recipes.cub200 import engine as engine_module
+from resnetzoo.recipes.cub200.checkpoints import CHECKPOINT_FORMAT
 from resnetzoo.registry import is_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -268,7 +269,7 @@ def test_pretrained_file_loads_the_backbone_and_keeps_a_new_head(tmp_path) -> No
 # ----------------------------------------------------------------------- checkpoints
 def test_interrupted_checkpoint_write_leaves_the_previous_one(tmp_path, monkeypatch) -> None:
     path = tmp_path / "checkpoint.pt"
-    first = {"format": engine_module.CHECKPOINT_FORMAT, "epoch": 1, "model": {"w": torch.ones(3)}}
+    first = {"format": CHECKPOINT_FORMAT, "epoch": 1, "model": {"w": torch.ones(3)}}
     save_checkpoint(path, first)
     real_save = torch.save
 

@@ -29,6 +29,7 @@ for 100 epochs with evaluation. Details and sources: ``docs/recipes/cub200.md``.
 
 from __future__ import annotations
 
+from resnetzoo.recipes.cub200.checkpoints import load_checkpoint, save_checkpoint
 from resnetzoo.recipes.cub200.config import (
     SYNTHETIC_DEFAULTS,
     ConfigError,
@@ -50,7 +51,7 @@ from resnetzoo.recipes.cub200.data import (
     read_tree,
     safe_extract,
 )
-from resnetzoo.recipes.cub200.engine import evaluate, load_checkpoint, main, save_checkpoint, train
+from resnetzoo.recipes.cub200.engine import evaluate, main, train
 
 __all__ = [
     "CUB200",
