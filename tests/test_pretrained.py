@@ -38,6 +38,11 @@ _SCRIPT = textwrap.dedent(
     out["backbone_equal"] = torch.equal(finetune.conv1.weight, model.conv1.weight)
     out["fc_shape"] = list(finetune.fc.weight.shape)
 
+    gray = resnetzoo.resnet18(pretrained=True, in_chans=1)
+    out["gray_conv1"] = torch.allclose(gray.conv1.weight, model.conv1.weight.sum(1, keepdim=True))
+    four = resnetzoo.resnet18(pretrained=True, in_chans=4)
+    out["four_conv1"] = list(four.conv1.weight.shape)
+
     start = time.perf_counter()
     try:
         resnetzoo.resnet50(pretrained=True)
@@ -100,6 +105,12 @@ def test_pretrained_with_other_num_classes_keeps_a_fresh_head(offline_run):
     assert out["head_mismatch"] and out["backbone_equal"]
     assert out["fc_shape"] == [200, 512]
     assert "1000" in out["head_hint"] and "200" in out["head_hint"]
+
+
+def test_pretrained_stem_adapts_to_other_input_channels(offline_run):
+    out, _ = offline_run
+    assert out["gray_conv1"]
+    assert out["four_conv1"] == [64, 4, 7, 7]
 
 
 def test_offline_and_uncached_weights_fail_fast_with_guidance(offline_run):

@@ -12,8 +12,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import torch
+
 from resnetzoo.registry import register_model
+from resnetzoo.remap import load_weights
 from resnetzoo.resnet import ResNet
+from resnetzoo.weights import LoadedCheckpoint, get_weights, read_source
 
 __all__ = [
     "ARCHITECTURES",
@@ -68,14 +72,41 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
 }
 
 
-def _load_pretrained(model: ResNet, arch: str, pretrained: bool | str) -> None:
-    # Imported here: the weights and remap modules import the registry, and a plain
-    # model should not pay for huggingface_hub's import.
-    from resnetzoo.remap import load_weights
-    from resnetzoo.weights import get_weights
+def _adapt_input_conv(weight: torch.Tensor, in_chans: int) -> torch.Tensor:
+    """Turn an RGB stem kernel ``(C, 3, k, k)`` into one for ``in_chans`` input channels.
 
+    One channel gets the sum of the RGB kernels (a grey image through an RGB network);
+    more channels get the RGB kernels repeated and scaled by ``3 / in_chans`` so the
+    activations keep their scale, as timm does.
+    """
+    if in_chans == 1:
+        return weight.sum(dim=1, keepdim=True)
+    repeats = -(-in_chans // weight.shape[1])
+    return weight.repeat(1, repeats, 1, 1)[:, :in_chans] * (weight.shape[1] / in_chans)
+
+
+def _with_input_channels(checkpoint: LoadedCheckpoint, model: ResNet) -> LoadedCheckpoint:
+    # The first convolution is the only tensor that depends on the input channels.
+    first_conv = next(name for name, _ in model.named_parameters())
+    weights = dict(checkpoint.obj)
+    kernel = weights.get(first_conv)
+    if kernel is None or kernel.shape[1] == model.in_chans:
+        return checkpoint
+    weights[first_conv] = _adapt_input_conv(kernel, model.in_chans)
+    logger.info(
+        "%s: adapted the pretrained %s from %d to %d input channels",
+        model.arch,
+        first_conv,
+        kernel.shape[1],
+        model.in_chans,
+    )
+    return LoadedCheckpoint(weights, checkpoint.metadata, checkpoint.origin)
+
+
+def _load_pretrained(model: ResNet, arch: str, pretrained: bool | str) -> None:
     spec = get_weights(arch, None if pretrained is True else pretrained)
-    report = load_weights(model, spec, strict=True, ignore_head=True)
+    checkpoint = _with_input_channels(read_source(spec), model)
+    report = load_weights(model, checkpoint, strict=True, ignore_head=True)
     model.pretrained_cfg = spec
     if report.head_mismatch:
         logger.info(
@@ -90,7 +121,9 @@ def _load_pretrained(model: ResNet, arch: str, pretrained: bool | str) -> None:
 
 def _create(arch: str, pretrained: bool | str, kwargs: dict[str, Any]) -> ResNet:
     if not isinstance(pretrained, (bool, str)):
-        raise TypeError(f"pretrained must be True/False or a weight tag string, got {type(pretrained).__name__}")
+        raise TypeError(
+            f"pretrained must be True/False or a weight tag string, got {type(pretrained).__name__}"
+        )
     model = ResNet(**{**ARCHITECTURES[arch], **kwargs, "arch": arch})
     if pretrained:
         _load_pretrained(model, arch, pretrained)
