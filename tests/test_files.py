@@ -44,6 +44,20 @@ def test_safetensors_round_trip_with_metadata(tmp_path):
     assert metadata == {"format": "pt", "convention": "torchvision"}
 
 
+def test_safetensors_whose_header_length_starts_like_a_pickle(tmp_path):
+    # A header of 0x80 + 256 * n bytes starts with byte 0x80, a pickle's first byte; the
+    # file must still be read as safetensors (ResNet-50's header is such a size).
+    for pad in range(300):
+        path = tmp_path / "model.bin"
+        save_file(STATE, path, metadata={"pad": "x" * pad})
+        if path.read_bytes()[0] == 0x80:
+            break
+    else:
+        pytest.fail("no padding gave a header length starting with 0x80")
+    obj, metadata = read_checkpoint(path)
+    assert _same_tensors(obj, STATE) and metadata["pad"] == "x" * pad
+
+
 @pytest.mark.parametrize("zip_format", [True, False], ids=["zip", "legacy"])
 def test_torch_save_files_load_with_empty_metadata(tmp_path, zip_format):
     path = tmp_path / "model.pth"

@@ -17,6 +17,7 @@ from resnetzoo.errors import (
     WeightsUnavailableError,
 )
 from resnetzoo.factories import GroupNorm32, known_names, resolve
+from resnetzoo.inference import InferenceReport, optimize_for_inference
 from resnetzoo.models import (
     resnet18,
     resnet18d,
@@ -48,6 +49,7 @@ __all__ = [
     "CheckpointError",
     "ChecksumError",
     "GroupNorm32",
+    "InferenceReport",
     "LoadReport",
     "ResNet",
     "ResNetZooError",
@@ -64,6 +66,7 @@ __all__ = [
     "list_pretrained",
     "load_weights",
     "make_stages",
+    "optimize_for_inference",
     "register_model",
     "register_weights",
     "resnet18",

@@ -53,13 +53,14 @@ def _sniff(head: bytes, size: int) -> str:
         return "lfs-pointer"
     if head.lstrip(b"\xef\xbb\xbf \t\r\n").lower().startswith(_HTML_START):
         return "html"
+    # safetensors first: its 8-byte little-endian header length, then a JSON header. The
+    # length's first byte can be anything, 0x80 (a pickle's first byte) included.
+    if size > 8 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") <= size - 8:
+        return "safetensors"
     if head.startswith(b"PK"):
         return "zip"  # torch.save's default format since torch 1.6
     if head.startswith(b"\x80"):
         return "pickle"  # pickle protocol >= 2: legacy torch.save, or a plain pickle
-    # safetensors: an 8-byte little-endian header length, then a JSON header
-    if size > 8 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") <= size - 8:
-        return "safetensors"
     return "unknown"
 
 
