@@ -171,6 +171,18 @@ class ResNet(nn.Module):
             0 is the stem, ``i`` is stage ``layer{i}``.
         arch: architecture name, set by the named constructors; kept for reports.
 
+    Attributes:
+        arch: architecture name (``"resnet50"``), or ``None`` for a hand-built network.
+        feature_info: one dict per feature level, stem first then each stage:
+            ``{"module": name, "num_chs": channels, "reduction": stride from the input}``.
+        num_features: channels of the last stage (the classifier's input).
+        stem_names: names of the stem modules, registered at top level, in order.
+        stage_names: names of the stages (``"layer1"`` …), in order.
+        pretrained_cfg: the :class:`~resnetzoo.weights.WeightSpec` the weights came from,
+            or ``None``.
+        load_report: the :class:`~resnetzoo.remap.LoadReport` of the last
+            :func:`~resnetzoo.remap.load_weights` into this model, or ``None``.
+
     Shape:
         ``forward``: ``(N, in_chans, H, W) -> (N, num_classes)`` (or ``(N, num_features)``
         with ``num_classes=0``; a list of feature maps with ``features_only``).
