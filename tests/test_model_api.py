@@ -169,3 +169,31 @@ def test_groupnorm_partial_and_frozen_bn_factories():
     frozen(torch.randn(2, 3, 32, 32))
     for key, value in frozen.state_dict().items():
         torch.testing.assert_close(value, before[key])
+
+
+def test_torchvision_feature_extractor_traces_the_model():
+    from torchvision.models.feature_extraction import create_feature_extractor
+
+    model = tiny().eval()
+    extractor = create_feature_extractor(model, {"layer3": "c4"})
+    x = torch.randn(1, 3, 64, 64)
+    torch.testing.assert_close(extractor(x)["c4"], model.forward_intermediates(x, indices=(3,))[0])
+
+
+def test_integer_images_get_a_clear_error():
+    with pytest.raises(TypeError, match=r"floating-point images, got torch.uint8.*x.float\(\) / 255"):
+        tiny().eval()(torch.zeros(1, 3, 32, 32, dtype=torch.uint8))
+
+
+def test_module_instance_as_factory_is_refused_with_advice():
+    with pytest.raises(TypeError, match=r"pass the class or a factory \(e.g. SiLU"):
+        tiny(act=nn.SiLU())
+
+
+def test_create_model_rejects_unknown_tags_and_non_strings():
+    with pytest.raises(ValueError, match="no weights tagged 'nonsense'"):
+        resnetzoo.create_model("resnet50.nonsense")
+    with pytest.raises(TypeError, match="model name must be a string"):
+        resnetzoo.create_model(50)
+    with pytest.raises(ValueError, match="unknown factory kind"):
+        resnetzoo.known_names("normz")

@@ -96,8 +96,18 @@ _TABLES: Mapping[str, Mapping[str, Any]] = {
 }
 
 
+def _check_kind(kind: str) -> None:
+    if kind not in _TABLES:
+        raise ValueError(f"unknown factory kind {kind!r}; expected one of {sorted(_TABLES)}")
+
+
 def known_names(kind: FactoryKind) -> list[str]:
-    """Return the registered names for one kind of factory, sorted."""
+    """Return the registered names for one kind of factory, sorted.
+
+    Raises:
+        ValueError: ``kind`` is not one of ``"norm"``, ``"act"``, ``"shortcut"``, ``"stem"``, ``"block"``.
+    """
+    _check_kind(kind)
     return sorted(_TABLES[kind])
 
 
@@ -108,7 +118,8 @@ def resolve(kind: FactoryKind, factory: str | Callable[..., Any]) -> Callable[..
         kind: which part the factory builds: ``"norm"``, ``"act"``, ``"shortcut"``,
             ``"stem"`` or ``"block"``.
         factory: a registered name (case-insensitive, see :func:`known_names`), a
-            class, or any callable (e.g. ``functools.partial(nn.GroupNorm, 32)``).
+            class, or any callable (e.g. ``functools.partial(nn.GroupNorm, 32)``); not a
+            module instance.
 
     Returns:
         The callable to build the part with. Classes and callables are returned as
@@ -117,10 +128,9 @@ def resolve(kind: FactoryKind, factory: str | Callable[..., Any]) -> Callable[..
     Raises:
         ValueError: ``kind`` is unknown, or ``factory`` is a name nobody registered
             (the message lists the known names).
-        TypeError: ``factory`` is neither a string nor callable.
+        TypeError: ``factory`` is a module instance, or neither a string nor callable.
     """
-    if kind not in _TABLES:
-        raise ValueError(f"unknown factory kind {kind!r}; expected one of {sorted(_TABLES)}")
+    _check_kind(kind)
     if isinstance(factory, str):
         table = _TABLES[kind]
         key = factory.lower()
@@ -130,6 +140,13 @@ def resolve(kind: FactoryKind, factory: str | Callable[..., Any]) -> Callable[..
                 f"(or pass a class or callable instead of a name)"
             )
         return table[key]
+    if isinstance(factory, nn.Module):
+        # An instance is callable too, but calling it runs its forward, far from here.
+        raise TypeError(
+            f"{kind} must build a module, not be one: pass the class or a factory "
+            f"(e.g. {type(factory).__name__} or functools.partial({type(factory).__name__}, ...)), "
+            f"not the instance {factory!r}"
+        )
     if callable(factory):
         return factory
     raise TypeError(

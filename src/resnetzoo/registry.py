@@ -79,12 +79,17 @@ def create_model(name: str, *, pretrained: bool | str = False, **kwargs: Any) ->
         ValueError: unknown architecture (the message suggests close names), or a tag
             in ``name`` that contradicts ``pretrained``.
     """
+    if not isinstance(name, str):
+        raise TypeError(f"model name must be a string such as 'resnet50', got {type(name).__name__}")
     arch, tag = split_model_name(name)
     if arch not in _MODELS:
         close = difflib.get_close_matches(arch, _MODELS, n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise ValueError(f"unknown model {arch!r}{hint} (see resnetzoo.list_models())")
     if tag is not None:
+        from resnetzoo.weights import get_weights
+
+        get_weights(arch, tag)  # an unknown tag is a mistake even when nothing is loaded
         if isinstance(pretrained, str) and pretrained != tag:
             raise ValueError(f"model name {name!r} names tag {tag!r} but pretrained={pretrained!r}; give one")
         if pretrained is True:

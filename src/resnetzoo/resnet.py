@@ -17,6 +17,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.fx._symbolic_trace import is_fx_symbolic_tracing
 from torch.utils.checkpoint import checkpoint
 
 from resnetzoo.factories import resolve
@@ -237,7 +238,7 @@ class ResNet(nn.Module):
         self.arch = arch
         self.in_chans = in_chans
         self.stride_in_1x1 = stride_in_1x1
-        self.num_classes = num_classes
+        self.num_classes = 0 if features_only else num_classes
         self.drop_rate = drop_rate
         self.features_only = features_only
         self.grad_checkpointing = False
@@ -332,6 +333,15 @@ class ResNet(nn.Module):
         self.grad_checkpointing = enable
 
     def _check_input(self, x: torch.Tensor) -> None:
+        # Symbolic tracing (torch.fx, torchvision's create_feature_extractor) sees proxies,
+        # not shapes: the check belongs to real calls only.
+        if is_fx_symbolic_tracing():
+            return
+        if not (x.is_floating_point() or x.is_complex()):
+            raise TypeError(
+                f"{self.arch or 'ResNet'} expects floating-point images, got {x.dtype}; convert "
+                f"uint8 images with x.float() / 255 and normalise them (weights' mean and std)"
+            )
         if x.ndim != 4 or x.shape[1] != self.in_chans:
             raise ValueError(
                 f"{self.arch or 'ResNet'} expects images of shape (N, {self.in_chans}, H, W), got "
