@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import json
 import logging
+import os
 
 import pytest
 import timm
@@ -130,6 +131,22 @@ def test_transformers_report_names_rules_and_renames(randomize):
     assert renamed["resnet.encoder.stages.1.layers.0.shortcut.normalization.running_var"] == "layer2.0.downsample.1.running_var"
     assert not any("stages.0.layers.0.shortcut" in k for k in renamed)
     assert sum(report.rules.values()) == len(report.renamed) == len(source)
+
+
+def test_transformers_v1_folder_warns_unless_the_model_is_v1(tmp_path, randomize):
+    from transformers import ResNetConfig, ResNetForImageClassification
+
+    config = ResNetConfig(depths=[1, 1, 1, 1], downsample_in_bottleneck=True, num_labels=10)
+    hf = randomize(ResNetForImageClassification(config).eval())
+    hf.save_pretrained(tmp_path)
+    v15 = resnetzoo.ResNet(layers=(1, 1, 1, 1), num_classes=10)
+    report = load_weights(v15, tmp_path)
+    assert report.metadata["downsample_in_bottleneck"] == "true"
+    assert any("ResNet v1 (stride on the first 1x1 conv)" in h for h in report.hints)
+    v1 = resnetzoo.ResNet(layers=(1, 1, 1, 1), num_classes=10, stride_in_1x1=True)
+    assert load_weights(v1, tmp_path).hints == []
+    with torch.no_grad():
+        torch.testing.assert_close(v1.eval()(X), hf(X).logits, rtol=1e-5, atol=1e-5)
 
 
 def test_mmpretrain_plain(randomize):
@@ -339,6 +356,19 @@ def test_damaged_deeper_checkpoint_is_still_recognised_without_hint_spam():
     assert not any("is close to missing" in h for h in report.hints)
 
 
+def test_other_architecture_gets_one_hint_not_typo_or_bn_noise(randomize):
+    report = diagnose(resnetzoo.resnet50(), timm.create_model("resnet50d").state_dict())
+    assert any(h.startswith("this checkpoint looks like resnet50d") for h in report.hints)
+    assert not any("is close to missing" in h or "running statistics" in h for h in report.hints)
+
+
+def test_strict_failure_message_states_the_summary_once(r18_state):
+    sd = {k: v for k, v in r18_state.items() if k != "fc.bias"}
+    with pytest.raises(WeightsLoadError) as info:
+        load_weights(resnetzoo.resnet18(), sd)
+    assert str(info.value).count(info.value.report.summary) == 1
+
+
 def test_unknown_block_counts_are_spelled_out(r18_state):
     sd = {k: v for k, v in r18_state.items() if not k.startswith("layer4.1.")}
     report = diagnose(resnetzoo.resnet18(), sd)
@@ -419,6 +449,15 @@ def test_save_weights_roundtrip(tmp_path, randomize):
     report = load_weights(target, path)
     assert report.ok and report.convention == "torchvision" and report.metadata["arch"] == "resnet18"
     torch.testing.assert_close(_logits(target), _logits(model), rtol=0, atol=0)
+
+
+def test_saved_weights_follow_the_umask_not_owner_only(tmp_path):
+    old = os.umask(0o022)
+    try:
+        path = save_weights(resnetzoo.resnet18(), tmp_path / "w.safetensors")
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644
 
 
 def test_save_weights_refuses_overwrite_and_bad_input(tmp_path):

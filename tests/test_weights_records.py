@@ -191,3 +191,8 @@ def test_records_are_frozen():
     spec = get_weights("resnet18")
     with pytest.raises(AttributeError):
         spec.url = "https://evil.example/x.pth"
+
+
+def test_list_pretrained_matches_architecture_names_too():
+    names = [spec.name for spec in list_pretrained("resnet50")]
+    assert names == ["resnet50.a1_in1k", "resnet50.tv2_in1k", "resnet50.tv_in1k"]

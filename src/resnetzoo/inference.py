@@ -51,7 +51,7 @@ from torchvision.ops import FrozenBatchNorm2d
 
 __all__ = ["FusedConv2d", "InferenceReport", "fold_batchnorms", "optimize_for_inference"]
 
-logger = logging.getLogger("resnetzoo")
+logger = logging.getLogger(__name__)
 
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 # Norms that apply a fixed per-channel affine map in eval mode (given running statistics).

@@ -38,7 +38,7 @@ __all__ = [
     "wide_resnet101_2",
 ]
 
-logger = logging.getLogger("resnetzoo")
+logger = logging.getLogger(__name__)
 
 _BASIC = {"block": "basic"}
 _BOTTLENECK = {"block": "bottleneck"}

@@ -26,7 +26,7 @@ from resnetzoo.remap.report import LoadReport, build_report
 
 __all__ = ["diagnose", "load_weights", "save_weights"]
 
-logger = logging.getLogger("resnetzoo")
+logger = logging.getLogger(__name__)
 
 # ------------------------------------------------------------------ helpers
 def _check_model(model: Any) -> None:
@@ -153,7 +153,7 @@ def load_weights(
     report, state_dict = _analyse(model, source, head_left=ignore_head or not strict, convention=convention)
     if strict and report.problem_keys(ignore_head=ignore_head):
         raise WeightsLoadError(
-            f"checkpoint does not fit the model: {report.summary}\n{report}\nPass strict=False to load what fits.",
+            f"checkpoint does not fit the model: {report}\nPass strict=False to load what fits.",
             report,
         )
     _copy_into(model, state_dict, report.matched, report.filled)
@@ -184,6 +184,14 @@ def _savable(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         seen.add(storage)
         out[key] = t.to("cpu").contiguous()
     return out
+
+
+def _chmod_like_open(path: Path) -> None:
+    # safetensors creates files owner-only (0600); give the permissions a plain open()
+    # would, so weights saved on a shared cluster are readable as the user's umask allows.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
 
 
 def save_weights(
@@ -239,6 +247,7 @@ def save_weights(
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         save_file(_savable(model.state_dict()), str(tmp), metadata=header)
+        _chmod_like_open(tmp)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

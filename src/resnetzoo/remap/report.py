@@ -216,10 +216,11 @@ def _near_miss_hints(missing: Sequence[str], unexpected: Sequence[str]) -> list[
 def _bn_stats_hint(missing: Sequence[str], ckpt: Mapping[str, tuple[int, ...]]) -> str | None:
     # A norm whose affine weight was saved but not its running mean: saved from
     # named_parameters() (or a filter) instead of state_dict().
+    # Only a 1-d weight is a norm's: in another architecture the same name may be a conv.
     stripped = [
         k[: -len(".running_mean")]
         for k in missing
-        if k.endswith(".running_mean") and k[: -len(".running_mean")] + ".weight" in ckpt
+        if k.endswith(".running_mean") and len(ckpt.get(k[: -len(".running_mean")] + ".weight", ())) == 1
     ]
     if not stripped:
         return None
@@ -456,7 +457,8 @@ def build_report(
     if body_problem:
         arch_hint = _arch_hint(ckpt, model, model_arch)
         hints += [h for h in (arch_hint, _in_chans_hint(mismatched), _bn_stats_hint(missing, ckpt)) if h]
-        hints += _near_miss_hints(missing, unexpected)
+        if arch_hint is None:  # keys of another architecture are not typos
+            hints += _near_miss_hints(missing, unexpected)
     if filled:
         hints.append(f"{len(filled)} {_NBT} buffers absent from the checkpoint: filled with zeros (harmless)")
 

@@ -1,6 +1,6 @@
 """Fetching weight files from a URL or the Hugging Face Hub: cached, verified, offline-aware.
 
-Two gaps in the usual tools are closed here (see ``shared/reference.md`` §3):
+Two gaps in the usual tools are closed here (pytorch/pytorch#191194; huggingface_hub#2364, #3643):
 ``torch.hub`` checks a file's hash only while downloading, never a cached copy,
 and ``huggingface_hub`` checks only a cached blob's size. Here every cached
 file with a known checksum is hashed before use, and a Hub blob is checked
@@ -33,6 +33,7 @@ import torch.hub
 from tqdm.auto import tqdm
 
 from resnetzoo.errors import ChecksumError, WeightsUnavailableError
+from resnetzoo.weights.files import looks_like_html
 
 if TYPE_CHECKING:
     from resnetzoo.weights.records import WeightSpec
@@ -48,7 +49,7 @@ __all__ = [
     "sha256_file",
 ]
 
-_LOG = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 _TIMEOUT_S = 30.0  # per socket operation: a dead server fails within this, never hangs
 _CHUNK = 1 << 20
@@ -56,7 +57,6 @@ _TRUE = ("1", "true", "yes", "on")
 _HASH_IN_NAME = re.compile(r"-([0-9a-f]{8,64})\.")
 _SHA256_NAME = re.compile(r"[0-9a-f]{64}")
 _GIT_SHA1_NAME = re.compile(r"[0-9a-f]{40}")
-_HTML_START = (b"<!doctype", b"<html", b"<head", b"<body", b"<?xml")
 _LOAD_BY_HAND = "resnetzoo.load_weights(model, '/path/to/file')"
 
 # (algorithm, resolved path, inode, size, mtime_ns) -> hex digest. Hashing a 100 MB
@@ -156,10 +156,6 @@ def _url_help(url: str, dest: Path) -> str:
     )
 
 
-def _looks_like_html(head: bytes) -> bool:
-    return head.lstrip(b"\xef\xbb\xbf \t\r\n").lower().startswith(_HTML_START)
-
-
 class _NotWeights(Exception):
     """The server answered, but not with the whole weight file."""
 
@@ -176,7 +172,7 @@ def _stream(url: str, out: IO[bytes], *, progress: bool, desc: str) -> str:
         received = 0
         with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=desc, disable=not progress) as bar:
             while chunk := response.read(_CHUNK):
-                if received == 0 and _looks_like_html(chunk[:64]):
+                if received == 0 and looks_like_html(chunk[:64]):
                     raise _NotWeights("the server sent an HTML page, not a weight file")
                 out.write(chunk)
                 digest.update(chunk)
@@ -214,7 +210,7 @@ def _download_to(url: str, dest: Path, *, expected: str | None, progress: bool) 
                 f"or corrupt file."
             )
         if expected is None:
-            _LOG.warning("no checksum is known for %s; the download was not verified", url)
+            logger.warning("no checksum is known for %s; the download was not verified", url)
         os.replace(tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)
@@ -313,7 +309,7 @@ def _check_hub_blob(path: Path, *, repo_id: str, filename: str) -> None:
     # sha256 of the content for LFS files and the git blob sha1 for small files.
     blob = Path(os.path.realpath(path))
     if blob.parent.name != "blobs":
-        _LOG.debug("%s is not a content-addressed blob (no symlinks?); content not verified", path)
+        logger.debug("%s is not a content-addressed blob (no symlinks?); content not verified", path)
         return
     if _SHA256_NAME.fullmatch(blob.name):
         digest = sha256_file(blob)

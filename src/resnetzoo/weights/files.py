@@ -4,7 +4,7 @@ Two formats are read: safetensors (preferred; it holds only tensors) and
 ``torch.save`` files (zip, or the legacy pickle format), the latter only with
 ``torch.load(weights_only=True)``. resnetzoo never unpickles with code execution
 and never falls back to ``weights_only=False`` after a refusal: that fallback is
-itself the attack (``shared/reference.md`` §3).
+itself the attack (CVE-2025-32434, CVE-2026-24747).
 
 The format is told from the file's first bytes, not its name, so a mislabelled
 file still loads, and the common wrong files (empty, truncated, a git-lfs
@@ -45,13 +45,18 @@ _NOT_WEIGHTS = {
 }
 
 
+def looks_like_html(head: bytes) -> bool:
+    """Tell whether the first bytes of a file or response are an HTML/XML page (an error page)."""
+    return head.lstrip(b"\xef\xbb\xbf \t\r\n").lower().startswith(_HTML_START)
+
+
 def _sniff(head: bytes, size: int) -> str:
     """Name the format from the first bytes: safetensors, zip, pickle, or a _NOT_WEIGHTS key."""
     if size == 0:
         return "empty"
     if head.startswith(_LFS_POINTER):
         return "lfs-pointer"
-    if head.lstrip(b"\xef\xbb\xbf \t\r\n").lower().startswith(_HTML_START):
+    if looks_like_html(head):
         return "html"
     # safetensors first: its 8-byte little-endian header length, then a JSON header. The
     # length's first byte can be anything, 0x80 (a pickle's first byte) included.

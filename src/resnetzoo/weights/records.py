@@ -293,8 +293,9 @@ def list_pretrained(pattern: str | None = None) -> list[WeightSpec]:
     """All weight records, sorted by name, optionally filtered.
 
     Args:
-        pattern: an :mod:`fnmatch` pattern matched against full names, e.g.
-            ``"resnet50*"`` or ``"*.tv2_in1k"``; None for all.
+        pattern: an :mod:`fnmatch` pattern matched against full names or architecture
+            names, e.g. ``"resnet50"`` (its weight sets), ``"resnet50*"`` or
+            ``"*.tv2_in1k"``; None for all.
 
     Returns:
         The matching records.
@@ -303,7 +304,11 @@ def list_pretrained(pattern: str | None = None) -> list[WeightSpec]:
         raise TypeError(f"pattern must be a string like 'resnet50*' or None, got {type(pattern).__name__}")
     names = sorted(_REGISTRY)
     if pattern is not None:
-        names = [n for n in names if fnmatch.fnmatchcase(n, pattern)]
+        names = [
+            n
+            for n in names
+            if fnmatch.fnmatchcase(n, pattern) or fnmatch.fnmatchcase(_REGISTRY[n].arch, pattern)
+        ]
     return [_REGISTRY[n] for n in names]
 
 

@@ -9,6 +9,7 @@ Unwrapping nested training checkpoints and renaming keys is the remap module's j
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Mapping
@@ -33,8 +34,11 @@ _HF_PREFIX = "hf-hub:"
 _HF_REFERENCE = re.compile(r"hf-hub:(?P<repo>[^@:\s]+)(?:@(?P<revision>[^:\s]+))?(?::(?P<file>\S+))?")
 _HF_DEFAULT_FILES = ("model.safetensors", "pytorch_model.bin")
 _URL_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+# transformers' config.json fields that change what the weights compute or how they are
+# named; passed on as metadata so that the load report can warn (e.g. v1 stride placement).
+_HF_CONFIG_FIELDS = ("model_type", "layer_type", "depths", "hidden_sizes", "downsample_in_bottleneck")
 _ACCEPTED = (
-    "a state dict (Mapping), a file path, an http(s):// URL, "
+    "a state dict (Mapping), a file path, a save_pretrained folder, an http(s):// URL, "
     "'hf-hub:org/repo[@revision][:file]', or a WeightSpec (resnetzoo.weights.get_weights)"
 )
 
@@ -56,9 +60,42 @@ class LoadedCheckpoint:
     origin: str
 
 
-def _from_file(path: Path, origin: str) -> LoadedCheckpoint:
+def _config_metadata(config_path: Path | None) -> dict[str, str]:
+    if config_path is None or not config_path.is_file():
+        return {}
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}  # the config only adds hints; the weights still load without it
+    return {
+        k: config[k] if isinstance(config[k], str) else json.dumps(config[k])
+        for k in _HF_CONFIG_FIELDS
+        if k in config
+    }
+
+
+def _from_file(path: Path, origin: str, *, config: Path | None = None) -> LoadedCheckpoint:
+    if path.is_dir():
+        return _from_folder(path, origin)
     obj, metadata = read_checkpoint(path)
-    return LoadedCheckpoint(obj, metadata, origin)
+    return LoadedCheckpoint(obj, {**_config_metadata(config), **metadata}, origin)
+
+
+def _from_folder(folder: Path, origin: str) -> LoadedCheckpoint:
+    # A transformers save_pretrained() folder: the weights file and the config beside it.
+    for name in _HF_DEFAULT_FILES:
+        if (folder / name).is_file():
+            return _from_file(folder / name, f"{origin}/{name}", config=folder / "config.json")
+    raise WeightsUnavailableError(
+        f"{folder} is a folder without {' or '.join(_HF_DEFAULT_FILES)}; pass the weights file itself"
+    )
+
+
+def _hub_config(repo: str, revision: str | None) -> Path | None:
+    try:
+        return hub_download(repo, "config.json", revision=revision, progress=False)
+    except WeightsUnavailableError:
+        return None  # optional: repos of plain checkpoints have no config
 
 
 def _from_url(url: str) -> LoadedCheckpoint:
@@ -84,6 +121,7 @@ def _from_hub(reference: str) -> LoadedCheckpoint:
     at = f"@{revision}" if revision else ""
     if file is not None:
         return _from_file(hub_download(repo, file, revision=revision), f"hf-hub:{repo}{at}:{file}")
+    config = _hub_config(repo, revision)
     failures: list[str] = []
     for candidate in _HF_DEFAULT_FILES:
         try:
@@ -93,7 +131,7 @@ def _from_hub(reference: str) -> LoadedCheckpoint:
                 raise
             failures.append(f"  {candidate}: {exc}")
             continue
-        return _from_file(path, f"hf-hub:{repo}{at}:{candidate}")
+        return _from_file(path, f"hf-hub:{repo}{at}:{candidate}", config=config)
     raise WeightsUnavailableError(
         f"hf-hub:{repo}{at} has none of the default weight files, or they are not cached:\n"
         + "\n".join(failures)
@@ -108,12 +146,15 @@ def read_source(source: Mapping[str, Any] | str | os.PathLike[str] | WeightSpec)
         source: one of
 
             * a Mapping (a state dict already in memory; returned as is),
-            * a ``str`` or ``os.PathLike`` path to a checkpoint file,
+            * a ``str`` or ``os.PathLike`` path to a checkpoint file, or to a
+              transformers ``save_pretrained`` folder (its ``config.json`` becomes
+              metadata, so that e.g. v1 stride placement is reported),
             * an ``http://`` / ``https://`` URL, downloaded into
               :func:`~resnetzoo.weights.cache_dir` and checked against the sha256
               prefix in its file name when it has one (``name-<hex>.pth``),
             * ``"hf-hub:org/repo[@revision][:file]"``; without ``:file``,
-              ``model.safetensors``, else ``pytorch_model.bin``,
+              ``model.safetensors``, else ``pytorch_model.bin``, with the repo's
+              ``config.json`` (when it has one) as metadata,
             * a :class:`~resnetzoo.weights.WeightSpec`, fetched with
               :func:`~resnetzoo.weights.fetch_weights`.
 
