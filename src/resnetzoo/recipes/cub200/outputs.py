@@ -92,6 +92,7 @@ def _plot_curves(path: Path, history: list[dict[str, Any]]) -> None:
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
+        from matplotlib.ticker import MaxNLocator
     except ImportError:
         logger.warning("matplotlib is not installed: skipping %s (pip install matplotlib)", path.name)
         return
@@ -108,6 +109,7 @@ def _plot_curves(path: Path, history: list[dict[str, Any]]) -> None:
     acc_ax.plot(epochs, [r["test_top5"] for r in history], "o-", label="test top-5")
     acc_ax.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
     for ax in (loss_ax, acc_ax):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
         ax.grid(alpha=0.3)
         ax.legend()
     figure.savefig(path, dpi=100)
