@@ -173,10 +173,11 @@ def test_refusal_names_the_blocked_class(tmp_path):
     _expect(path, "argparse.Namespace", "add_safe_globals")
 
 
-def test_plain_pickle_of_data_is_not_a_torch_file(tmp_path):
+@pytest.mark.parametrize("protocol", [2, pickle.DEFAULT_PROTOCOL])
+def test_plain_pickle_of_data_is_not_a_torch_file(tmp_path, protocol):
     path = tmp_path / "plain.pkl"
     with open(path, "wb") as f:
-        pickle.dump({"a": 1}, f, protocol=2)
+        pickle.dump({"a": 1}, f, protocol=protocol)
     _expect(path, "not a torch.save file")
 
 

@@ -97,6 +97,13 @@ def _read_torch(path: Path) -> Any:
         message = str(exc)
         if "Weights only load failed" not in message:
             raise CheckpointError(f"{path} is a corrupt pickle ({exc}). {_REDOWNLOAD}") from exc
+        if "Unsupported operand" in message:
+            # torch.save writes pickle protocol 2; newer opcodes mean a plain pickle.dump.
+            raise CheckpointError(
+                f"{path} is a pickle but not a torch.save file (it uses pickle opcodes that "
+                f"torch.save never writes, as pickle.dump does); save the state dict with "
+                f"torch.save or safetensors.torch.save_file."
+            ) from exc
         raise CheckpointError(
             f"{path} was refused for safety: it contains Python objects other than tensors and "
             f"plain containers{_refusal_detail(message)}, and loading those would run code from "
