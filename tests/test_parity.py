@@ -69,33 +69,3 @@ def test_stride_in_1x1_moves_the_stride_to_the_first_conv(randomize):
     with torch.no_grad():
         assert v1.eval()(x).shape == v15.eval()(x).shape
         assert not torch.allclose(v1(x), v15(x))
-
-
-def test_stride_in_1x1_matches_transformers_v1(randomize):
-    from transformers import ResNetConfig, ResNetModel
-
-    config = ResNetConfig(
-        depths=[1, 1, 1, 1],
-        hidden_sizes=[256, 512, 1024, 2048],
-        layer_type="bottleneck",
-        downsample_in_bottleneck=True,
-    )
-    hf = randomize(ResNetModel(config).eval())
-    ours = resnetzoo.ResNet(layers=(1, 1, 1, 1), stride_in_1x1=True, num_classes=0).eval()
-    # Rename by the documented transformers layout (reference.md section 1).
-    sd = {}
-    for key, value in hf.state_dict().items():
-        key = key.replace("embedder.embedder.convolution", "conv1")
-        key = key.replace("embedder.embedder.normalization", "bn1")
-        key = key.replace("encoder.stages.", "layer")
-        for s in range(4):
-            key = key.replace(f"layer{s}.layers.", f"layer{s + 1}.")
-        key = key.replace("shortcut.convolution", "downsample.0").replace("shortcut.normalization", "downsample.1")
-        for j in range(3):
-            key = key.replace(f"layer.{j}.convolution", f"conv{j + 1}").replace(f"layer.{j}.normalization", f"bn{j + 1}")
-        sd[key] = value
-    ours.load_state_dict(sd, strict=True)
-    x = torch.randn(1, 3, 64, 64)
-    with torch.no_grad():
-        expected = hf(x).pooler_output.flatten(1)
-        torch.testing.assert_close(ours(x), expected, rtol=1e-5, atol=1e-5)

@@ -14,6 +14,8 @@ from typing import Any, TypeVar
 
 import torch.nn as nn
 
+from resnetzoo.weights import get_weights, list_pretrained
+
 __all__ = ["create_model", "is_model", "list_models", "register_model", "split_model_name"]
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
@@ -58,8 +60,6 @@ def list_models(pattern: str | None = None, *, pretrained: bool = False) -> list
     if pattern is not None:
         names = fnmatch.filter(names, pattern)
     if pretrained:
-        from resnetzoo.weights import list_pretrained  # the weights table imports models lazily
-
         with_weights = {spec.arch for spec in list_pretrained()}
         names = [n for n in names if n in with_weights]
     return names
@@ -87,8 +87,6 @@ def create_model(name: str, *, pretrained: bool | str = False, **kwargs: Any) ->
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise ValueError(f"unknown model {arch!r}{hint} (see resnetzoo.list_models())")
     if tag is not None:
-        from resnetzoo.weights import get_weights
-
         get_weights(arch, tag)  # an unknown tag is a mistake even when nothing is loaded
         if isinstance(pretrained, str) and pretrained != tag:
             raise ValueError(f"model name {name!r} names tag {tag!r} but pretrained={pretrained!r}; give one")

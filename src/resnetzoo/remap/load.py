@@ -23,6 +23,7 @@ import torch.nn as nn
 from resnetzoo.errors import WeightsLoadError
 from resnetzoo.remap.conventions import NATIVE, to_native
 from resnetzoo.remap.report import LoadReport, build_report
+from resnetzoo.weights import LoadedCheckpoint, read_source
 
 __all__ = ["diagnose", "load_weights", "save_weights"]
 
@@ -46,10 +47,6 @@ def _head_prefix(model: nn.Module) -> str:
 
 
 def _read(source: Any) -> tuple[Any, dict[str, str], str]:
-    # Imported here: resnetzoo.weights pulls in huggingface_hub, which a model built
-    # without pretrained weights should not pay for.
-    from resnetzoo.weights import LoadedCheckpoint, read_source
-
     # An already-read checkpoint (the CLI reads once to size the model) keeps its origin.
     loaded = source if isinstance(source, LoadedCheckpoint) else read_source(source)
     return loaded.obj, dict(loaded.metadata or {}), loaded.origin
