@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import threading
+import time
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -72,3 +76,79 @@ def _make_hub_repo(
 def make_hub_repo():
     """Return a function that lays out a Hub cache entry: ``make_hub_repo(cache, repo_id, files, commit=...)``."""
     return _make_hub_repo
+
+
+# --------------------------------------------------------------------------- loopback HTTP
+@dataclass
+class Route:
+    """What the loopback server sends for one path."""
+
+    body: bytes
+    content_type: str = "application/octet-stream"
+    declared_length: int | None = None  # a Content-Length that lies (a truncated transfer)
+    delay_s: float = 0.0  # pause between 256-byte chunks (overlapping downloads)
+    ranges: bool = True  # honour "Range: bytes=N-" with a 206
+    send_length: bool = True  # False: no Content-Length, the body ends when the connection closes
+
+
+class _Handler(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        server: LoopbackServer = self.server.owner  # type: ignore[attr-defined]
+        server.hits.append(self.path)
+        server.ranges_asked.append(self.headers.get("Range"))
+        route = server.routes.get(self.path)
+        if route is None:
+            self.send_error(404, "Not Found")
+            return
+        start, header = 0, self.headers.get("Range")
+        if header and route.ranges:
+            start = int(header.removeprefix("bytes=").rstrip("-"))
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{len(route.body) - 1}/{len(route.body)}")
+        else:
+            self.send_response(200)
+        body = route.body[start:]
+        self.send_header("Content-Type", route.content_type)
+        if route.send_length:
+            self.send_header("Content-Length", str(route.declared_length or len(body)))
+        self.end_headers()
+        for offset in range(0, len(body), 256):
+            self.wfile.write(body[offset : offset + 256])
+            if route.delay_s:
+                time.sleep(route.delay_s)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+class LoopbackServer:
+    """A loopback HTTP server standing in for download hosts.
+
+    ``add(path, body, ...)`` serves bytes at a path and returns its URL; ``hits`` lists
+    the paths requested and ``ranges_asked`` the ``Range`` header of each request.
+    """
+
+    def __init__(self) -> None:
+        self.routes: dict[str, Route] = {}
+        self.hits: list[str] = []
+        self.ranges_asked: list[str | None] = []
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self.httpd.owner = self  # type: ignore[attr-defined]
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+        self.thread.start()
+
+    def add(self, path: str, body: bytes, **options: object) -> str:
+        self.routes[path] = Route(body, **options)  # type: ignore[arg-type]
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}{path}"
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def http_server():
+    """A running :class:`LoopbackServer`, stopped after the test."""
+    server = LoopbackServer()
+    yield server
+    server.stop()

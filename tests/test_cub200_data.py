@@ -5,14 +5,13 @@ from __future__ import annotations
 import hashlib
 import io
 import tarfile
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import LoopbackServer
 from PIL import Image
 
 from resnetzoo.errors import ChecksumError
@@ -307,42 +306,7 @@ def test_safe_extract_extracts_a_good_archive(tmp_path: Path) -> None:
 
 
 # --------------------------------------------------------------------------- download
-class _Server:
-    """Serves one payload on 127.0.0.1, honouring ``Range: bytes=N-`` unless told not to."""
-
-    def __init__(self, payload: bytes, *, ranges: bool = True) -> None:
-        self.payload, self.ranges, self.requests = payload, ranges, []
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-                server.requests.append(self.headers.get("Range"))
-                start = 0
-                header = self.headers.get("Range")
-                if header and server.ranges:
-                    start = int(header.removeprefix("bytes=").rstrip("-"))
-                    self.send_response(206)
-                    self.send_header("Content-Range", f"bytes {start}-{len(server.payload) - 1}/{len(server.payload)}")
-                else:
-                    self.send_response(200)
-                body = server.payload[start:]
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/CUB_200_2011.tgz"
-
-    def __enter__(self) -> _Server:
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+ARCHIVE_PATH = "/CUB_200_2011.tgz"
 
 
 @pytest.fixture
@@ -355,56 +319,58 @@ def archive(tree: Path) -> Iterator[bytes]:
     yield buffer.getvalue()
 
 
-def _fetch(root: Path, server: _Server, payload: bytes, **overrides: object) -> Path:
-    kwargs = {"url": server.url, "size": len(payload), "sha256": hashlib.sha256(payload).hexdigest(), "progress": False}
+def _fetch(root: Path, url: str, payload: bytes, **overrides: object) -> Path:
+    kwargs = {"url": url, "size": len(payload), "sha256": hashlib.sha256(payload).hexdigest(), "progress": False}
     return download_cub200(root, **{**kwargs, **overrides})  # type: ignore[arg-type]
 
 
-def test_download_verifies_then_extracts(tmp_path: Path, archive: bytes) -> None:
-    with _Server(archive) as server:
-        tree_dir = _fetch(tmp_path / "data", server, archive)
-        assert tree_dir == tmp_path / "data" / "CUB_200_2011"
-        assert len(read_tree(tree_dir).records) == 15
-        assert (tmp_path / "data" / "CUB_200_2011.tgz").read_bytes() == archive
-        assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["CUB_200_2011", "CUB_200_2011.tgz"]
-        _fetch(tmp_path / "data", server, archive)  # already there: no second request
-        assert server.requests == [None]
+def test_download_verifies_then_extracts(tmp_path: Path, archive: bytes, http_server) -> None:
+    url = http_server.add(ARCHIVE_PATH, archive)
+    tree_dir = _fetch(tmp_path / "data", url, archive)
+    assert tree_dir == tmp_path / "data" / "CUB_200_2011"
+    assert len(read_tree(tree_dir).records) == 15
+    assert (tmp_path / "data" / "CUB_200_2011.tgz").read_bytes() == archive
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["CUB_200_2011", "CUB_200_2011.tgz"]
+    _fetch(tmp_path / "data", url, archive)  # already there: no second request
+    assert http_server.ranges_asked == [None]
 
 
 @pytest.mark.parametrize("ranges", [True, False])
-def test_download_resumes_a_partial_file(tmp_path: Path, archive: bytes, ranges: bool) -> None:
+def test_download_resumes_a_partial_file(tmp_path: Path, archive: bytes, ranges: bool, http_server) -> None:
     root = tmp_path / "data"
     root.mkdir()
-    (root / "CUB_200_2011.tgz.part").write_bytes(archive[: len(archive) // 3])
-    with _Server(archive, ranges=ranges) as server:
-        _fetch(root, server, archive)
-    assert server.requests == [f"bytes={len(archive) // 3}-"]
+    (root / "CUB_200_2011.tgz.partial").write_bytes(archive[: len(archive) // 3])
+    _fetch(root, http_server.add(ARCHIVE_PATH, archive, ranges=ranges), archive)
+    assert http_server.ranges_asked == [f"bytes={len(archive) // 3}-"]
     assert (root / "CUB_200_2011.tgz").read_bytes() == archive  # right bytes even when Range was ignored
-    assert not (root / "CUB_200_2011.tgz.part").exists()
+    assert not (root / "CUB_200_2011.tgz.partial").exists()
 
 
-def test_download_with_wrong_checksum_extracts_nothing_and_leaves_nothing(tmp_path: Path, archive: bytes) -> None:
+def test_download_with_wrong_checksum_extracts_nothing_and_leaves_nothing(
+    tmp_path: Path, archive: bytes, http_server
+) -> None:
     root = tmp_path / "data"
-    with _Server(archive) as server, pytest.raises(ChecksumError, match="sha256"):
-        _fetch(root, server, archive, sha256="0" * 64)
+    with pytest.raises(ChecksumError, match="sha256"):
+        _fetch(root, http_server.add(ARCHIVE_PATH, archive), archive, sha256="0" * 64)
     assert list(root.iterdir()) == []
 
 
-def test_a_foreign_archive_with_wrong_checksum_is_left_alone(tmp_path: Path, archive: bytes) -> None:
+def test_a_foreign_archive_with_wrong_checksum_is_left_alone(tmp_path: Path, archive: bytes, http_server) -> None:
     root = tmp_path / "data"
     root.mkdir()
     (root / "CUB_200_2011.tgz").write_bytes(b"my own file")
-    with _Server(archive) as server, pytest.raises(ChecksumError, match="left alone"):
-        _fetch(root, server, archive)
-    assert (root / "CUB_200_2011.tgz").read_bytes() == b"my own file" and server.requests == []
+    with pytest.raises(ChecksumError, match="left alone"):
+        _fetch(root, http_server.add(ARCHIVE_PATH, archive), archive)
+    assert (root / "CUB_200_2011.tgz").read_bytes() == b"my own file" and http_server.hits == []
 
 
 def test_unreachable_server_keeps_the_partial_file(tmp_path: Path, archive: bytes) -> None:
     root = tmp_path / "data"
     root.mkdir()
-    (root / "CUB_200_2011.tgz.part").write_bytes(b"abc")
-    with _Server(archive) as server:
-        url = server.url
+    (root / "CUB_200_2011.tgz.partial").write_bytes(b"abc")
+    dead = LoopbackServer()
+    url = dead.add(ARCHIVE_PATH, archive)
+    dead.stop()
     with pytest.raises(ConnectionError, match="resumes on the next run"):
         download_cub200(root, url=url, size=len(archive), sha256="0" * 64, progress=False, timeout=5)
-    assert (root / "CUB_200_2011.tgz.part").read_bytes() == b"abc"
+    assert (root / "CUB_200_2011.tgz.partial").read_bytes() == b"abc"

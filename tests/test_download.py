@@ -15,11 +15,11 @@ import sys
 import textwrap
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import LoopbackServer
 from safetensors.torch import save as safetensors_bytes
 
 import resnetzoo
@@ -33,55 +33,12 @@ DIGEST = hashlib.sha256(PAYLOAD).hexdigest()
 NAME = f"weights-{DIGEST[:8]}.safetensors"
 
 
-class _Handler(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-        self.server.hits.append(self.path)
-        route = self.server.routes.get(self.path)
-        if route is None:
-            self.send_error(404, "Not Found")
-            return
-        body, content_type, declared_length, delay_s = route
-        self.send_response(200)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(declared_length or len(body)))
-        self.end_headers()
-        for start in range(0, len(body), 256):
-            self.wfile.write(body[start : start + 256])
-            if delay_s:
-                time.sleep(delay_s)
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
-class LocalServer:
-    """A loopback HTTP server; ``add`` serves bytes at a path, ``hits`` records requests."""
-
-    def __init__(self) -> None:
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-        self.httpd.routes = {}
-        self.httpd.hits = []
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-        self.thread.start()
-
-    @property
-    def hits(self) -> list[str]:
-        return self.httpd.hits
-
-    def add(self, path, body=PAYLOAD, *, content_type="application/octet-stream", declared_length=None, delay_s=0.0):
-        self.httpd.routes[path] = (body, content_type, declared_length, delay_s)
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}{path}"
-
-    def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
 @pytest.fixture
-def server():
-    srv = LocalServer()
-    yield srv
-    srv.stop()
+def server(http_server):
+    """The loopback server, serving PAYLOAD by default."""
+    add = http_server.add
+    http_server.add = lambda path, body=PAYLOAD, **options: add(path, body, **options)
+    return http_server
 
 
 @pytest.fixture(autouse=True)
@@ -186,14 +143,14 @@ def test_truncated_transfer_is_unavailable_and_saves_nothing(server, tmp_path):
 
 
 def test_unreachable_server_is_unavailable(tmp_path):
-    dead = LocalServer()
-    url = dead.add("/w.pth")
+    dead = LoopbackServer()
+    url = dead.add("/w.pth", PAYLOAD)
     dead.stop()
     start = time.perf_counter()
     with pytest.raises(WeightsUnavailableError) as info:
         download_url(url, cache_dir=tmp_path, progress=False)
     assert time.perf_counter() - start < 5.0
-    assert "cannot reach the server" in _text(info, tmp_path) and "load_weights" in _text(info, tmp_path)
+    assert "cannot reach" in _text(info, tmp_path) and "load_weights" in _text(info, tmp_path)
 
 
 def test_concurrent_downloads_end_with_one_good_file(server, tmp_path):

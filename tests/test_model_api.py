@@ -136,8 +136,8 @@ def test_factory_of_wrong_type_raises_type_error():
 def test_registry_lists_creates_and_refuses_duplicates():
     names = resnetzoo.list_models()
     assert {"resnet50", "resnet50d", "resnext101_64x4d", "wide_resnet50_2"} <= set(names)
-    assert resnetzoo.list_models("resnet*d") == [
-        "resnet101d", "resnet152d", "resnet18d", "resnet34d", "resnet50d"
+    assert resnetzoo.list_models("resnet*d") == [  # natural order: 18 before 101
+        "resnet18d", "resnet34d", "resnet50d", "resnet101d", "resnet152d"
     ]
     model = resnetzoo.create_model("resnet18", num_classes=3)
     assert model.arch == "resnet18" and model.fc.out_features == 3

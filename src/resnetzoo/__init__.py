@@ -4,86 +4,91 @@
 >>> model = resnetzoo.resnet50(num_classes=10)
 >>> model.fc.out_features
 10
+
+The package root is lazy: ``import resnetzoo`` loads no torch, and each public name
+is imported from its home module the first time it is used. So ``resnetzoo --help``
+answers at once, and a program pays only for what it uses. Every name below is
+also importable directly (``from resnetzoo import resnet50``).
 """
 
 from __future__ import annotations
 
-from resnetzoo.blocks import BasicBlock, Bottleneck
-from resnetzoo.errors import (
-    CheckpointError,
-    ChecksumError,
-    ResNetZooError,
-    WeightsLoadError,
-    WeightsUnavailableError,
-)
-from resnetzoo.factories import GroupNorm32, known_names, resolve
-from resnetzoo.inference import InferenceReport, optimize_for_inference
-from resnetzoo.models import (
-    resnet18,
-    resnet18d,
-    resnet34,
-    resnet34d,
-    resnet50,
-    resnet50d,
-    resnet101,
-    resnet101d,
-    resnet152,
-    resnet152d,
-    resnext50_32x4d,
-    resnext101_32x8d,
-    resnext101_64x4d,
-    wide_resnet50_2,
-    wide_resnet101_2,
-)
-from resnetzoo.registry import create_model, list_models, register_model
-from resnetzoo.remap import LoadReport, diagnose, load_weights, save_weights
-from resnetzoo.resnet import ResNet, make_stages
-from resnetzoo.shortcuts import ZeroPadShortcut
-from resnetzoo.weights import WeightSpec, get_weights, list_pretrained, register_weights
+import importlib
+from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from resnetzoo._version import __version__
+from resnetzoo.architectures import ARCHITECTURES
 
-__all__ = [
-    "BasicBlock",
-    "Bottleneck",
-    "CheckpointError",
-    "ChecksumError",
-    "GroupNorm32",
-    "InferenceReport",
-    "LoadReport",
-    "ResNet",
-    "ResNetZooError",
-    "WeightsLoadError",
-    "WeightSpec",
-    "WeightsUnavailableError",
-    "ZeroPadShortcut",
-    "__version__",
-    "create_model",
-    "diagnose",
-    "get_weights",
-    "known_names",
-    "list_models",
-    "list_pretrained",
-    "load_weights",
-    "make_stages",
-    "optimize_for_inference",
-    "register_model",
-    "register_weights",
-    "resnet18",
-    "resnet18d",
-    "resnet34",
-    "resnet34d",
-    "resnet50",
-    "resnet50d",
-    "resnet101",
-    "resnet101d",
-    "resnet152",
-    "resnet152d",
-    "resnext50_32x4d",
-    "resnext101_32x8d",
-    "resnext101_64x4d",
-    "resolve",
-    "save_weights",
-    "wide_resnet50_2",
-    "wide_resnet101_2",
-]
+# Public name -> the module that defines it. To export a name, add it here.
+_EXPORTS: dict[str, str] = {
+    "BasicBlock": "resnetzoo.blocks",
+    "Bottleneck": "resnetzoo.blocks",
+    "CheckpointError": "resnetzoo.errors",
+    "ChecksumError": "resnetzoo.errors",
+    "DownloadError": "resnetzoo.errors",
+    "ResNetZooError": "resnetzoo.errors",
+    "WeightsLoadError": "resnetzoo.errors",
+    "WeightsUnavailableError": "resnetzoo.errors",
+    "GroupNorm32": "resnetzoo.factories",
+    "known_names": "resnetzoo.factories",
+    "resolve": "resnetzoo.factories",
+    "InferenceReport": "resnetzoo.inference",
+    "optimize_for_inference": "resnetzoo.inference",
+    "create_model": "resnetzoo.registry",
+    "list_models": "resnetzoo.registry",
+    "register_model": "resnetzoo.registry",
+    "LoadReport": "resnetzoo.remap",
+    "diagnose": "resnetzoo.remap",
+    "load_weights": "resnetzoo.remap",
+    "save_weights": "resnetzoo.remap",
+    "ResNet": "resnetzoo.resnet",
+    "make_stages": "resnetzoo.resnet",
+    "ZeroPadShortcut": "resnetzoo.shortcuts",
+    "WeightSpec": "resnetzoo.weights",
+    "get_weights": "resnetzoo.weights",
+    "list_pretrained": "resnetzoo.weights",
+    "register_weights": "resnetzoo.weights",
+    **{name: "resnetzoo.models" for name in ARCHITECTURES},
+}
+# Subpackages and modules reachable as attributes (``resnetzoo.weights.get_weights``).
+_SUBMODULES = frozenset(
+    {"architectures", "blocks", "cli", "errors", "factories", "inference", "models", "recipes", "registry",
+     "remap", "resnet", "shortcuts", "stems", "weights"}
+)
+
+__all__ = sorted([*_EXPORTS, "__version__"], key=str.lower)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    elif name in _SUBMODULES:
+        value = importlib.import_module(f"{__name__}.{name}")
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value  # the next access is a plain attribute lookup
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__, *_SUBMODULES})
+
+
+if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, imported eagerly
+    from resnetzoo.blocks import BasicBlock, Bottleneck
+    from resnetzoo.errors import (
+        CheckpointError,
+        ChecksumError,
+        DownloadError,
+        ResNetZooError,
+        WeightsLoadError,
+        WeightsUnavailableError,
+    )
+    from resnetzoo.factories import GroupNorm32, known_names, resolve
+    from resnetzoo.inference import InferenceReport, optimize_for_inference
+    from resnetzoo.models import *  # noqa: F403  (one constructor per architecture)
+    from resnetzoo.registry import create_model, list_models, register_model
+    from resnetzoo.remap import LoadReport, diagnose, load_weights, save_weights
+    from resnetzoo.resnet import ResNet, make_stages
+    from resnetzoo.shortcuts import ZeroPadShortcut
+    from resnetzoo.weights import WeightSpec, get_weights, list_pretrained, register_weights

@@ -11,6 +11,7 @@ from __future__ import annotations
 __all__ = [
     "CheckpointError",
     "ChecksumError",
+    "DownloadError",
     "ResNetZooError",
     "WeightsLoadError",
     "WeightsUnavailableError",
@@ -27,6 +28,11 @@ class CheckpointError(ResNetZooError, ValueError):
 
 class ChecksumError(CheckpointError):
     """A downloaded or cached file does not have the checksum it should have."""
+
+
+class DownloadError(ResNetZooError, ConnectionError):
+    """A file could not be downloaded: offline, host unreachable, an HTTP error or an HTML page,
+    a transfer that broke off or grew past its size limit."""
 
 
 class WeightsUnavailableError(ResNetZooError, FileNotFoundError):

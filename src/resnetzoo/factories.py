@@ -27,7 +27,6 @@ from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 import torch.nn as nn
-from torchvision.ops import FrozenBatchNorm2d
 
 from resnetzoo.blocks import BasicBlock, Bottleneck
 from resnetzoo.shortcuts import avgpool_shortcut, conv_shortcut, zero_pad_shortcut
@@ -41,6 +40,7 @@ __all__ = [
     "STEMS",
     "FactoryKind",
     "GroupNorm32",
+    "frozen_batchnorm",
     "known_names",
     "resolve",
 ]
@@ -59,12 +59,23 @@ class GroupNorm32(nn.GroupNorm):
         super().__init__(math.gcd(num_groups, num_channels), num_channels, eps=eps)
 
 
+def frozen_batchnorm(num_features: int, eps: float = 1e-5) -> nn.Module:
+    """torchvision's :class:`~torchvision.ops.FrozenBatchNorm2d`: BatchNorm with fixed statistics and affine.
+
+    torchvision is imported on first use only: importing it costs seconds (it loads
+    ``torch._dynamo``), which a model without frozen norms should not pay.
+    """
+    from torchvision.ops import FrozenBatchNorm2d
+
+    return FrozenBatchNorm2d(num_features, eps=eps)
+
+
 NORMS: dict[str, Callable[..., nn.Module]] = {
     "batchnorm": nn.BatchNorm2d,
     "bn": nn.BatchNorm2d,
     "groupnorm": GroupNorm32,
     "gn": GroupNorm32,
-    "frozen_bn": FrozenBatchNorm2d,
+    "frozen_bn": frozen_batchnorm,
     "syncbn": nn.SyncBatchNorm,
 }
 ACTS: dict[str, Callable[..., nn.Module]] = {

@@ -1,75 +1,37 @@
-"""The named architectures: each constructor is :class:`~resnetzoo.ResNet` plus a one-line spec.
+"""The named constructors: one per row of :data:`resnetzoo.architectures.ARCHITECTURES`.
 
-Every constructor takes ``pretrained`` (``False``, ``True`` for the architecture's
-default weights, or a tag such as ``"tv2_in1k"``) and any :class:`~resnetzoo.ResNet`
-keyword (``num_classes``, ``norm``, ``act``, ``block``, ``drop_path_rate`` …), which
-override the spec. With pretrained weights and a different ``num_classes`` the
-backbone is loaded and the classifier keeps its fresh initialisation.
+Each constructor (``resnetzoo.resnet50`` …) is :class:`~resnetzoo.ResNet` built with
+its architecture's keywords, generated from the table, so that adding an architecture
+is one row there. Every constructor takes ``pretrained`` and any
+:class:`~resnetzoo.ResNet` keyword (``num_classes``, ``norm``, ``act``, ``block``,
+``drop_path_rate`` …), which override the architecture's. ``pretrained`` accepts
+``False``/``None``/``"none"``, ``True`` (the default weight set), a tag or full name
+(``"tv2_in1k"``, ``"resnet50.tv2_in1k"``), a checkpoint path, an ``hf-hub:`` reference
+or a URL (see :func:`resnetzoo.weights.pretrained_source`). With pretrained weights
+and a different ``num_classes`` the backbone is loaded and the classifier keeps its
+fresh initialisation; with another ``in_chans`` the stem kernel is adapted.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
 
+from resnetzoo.architectures import ARCHITECTURES, Architecture
 from resnetzoo.registry import register_model
 from resnetzoo.remap import load_weights
 from resnetzoo.resnet import ResNet
-from resnetzoo.weights import LoadedCheckpoint, get_weights, read_source
+from resnetzoo.weights import LoadedCheckpoint, WeightSpec, pretrained_source, read_source
 
-__all__ = [
-    "ARCHITECTURES",
-    "resnet18",
-    "resnet18d",
-    "resnet34",
-    "resnet34d",
-    "resnet50",
-    "resnet50d",
-    "resnet101",
-    "resnet101d",
-    "resnet152",
-    "resnet152d",
-    "resnext50_32x4d",
-    "resnext101_32x8d",
-    "resnext101_64x4d",
-    "wide_resnet50_2",
-    "wide_resnet101_2",
-]
+__all__ = ["ARCHITECTURES", *ARCHITECTURES]
 
 logger = logging.getLogger(__name__)
 
-_BASIC = {"block": "basic"}
-_BOTTLENECK = {"block": "bottleneck"}
-# ResNet-D (Bag of Tricks): deep 3x3 stem and average-pool shortcut, as timm's resnet*d.
-_D = {"stem": "deep", "shortcut": "avgpool"}
-_DEPTHS = {
-    18: (2, 2, 2, 2),
-    34: (3, 4, 6, 3),
-    50: (3, 4, 6, 3),
-    101: (3, 4, 23, 3),
-    152: (3, 8, 36, 3),
-}
-
-#: The spec of every named architecture: the :class:`ResNet` keywords it fixes.
-ARCHITECTURES: dict[str, dict[str, Any]] = {
-    "resnet18": {**_BASIC, "layers": _DEPTHS[18]},
-    "resnet34": {**_BASIC, "layers": _DEPTHS[34]},
-    "resnet50": {**_BOTTLENECK, "layers": _DEPTHS[50]},
-    "resnet101": {**_BOTTLENECK, "layers": _DEPTHS[101]},
-    "resnet152": {**_BOTTLENECK, "layers": _DEPTHS[152]},
-    "wide_resnet50_2": {**_BOTTLENECK, "layers": _DEPTHS[50], "width_per_group": 128},
-    "wide_resnet101_2": {**_BOTTLENECK, "layers": _DEPTHS[101], "width_per_group": 128},
-    "resnext50_32x4d": {**_BOTTLENECK, "layers": _DEPTHS[50], "groups": 32, "width_per_group": 4},
-    "resnext101_32x8d": {**_BOTTLENECK, "layers": _DEPTHS[101], "groups": 32, "width_per_group": 8},
-    "resnext101_64x4d": {**_BOTTLENECK, "layers": _DEPTHS[101], "groups": 64, "width_per_group": 4},
-    "resnet18d": {**_BASIC, **_D, "layers": _DEPTHS[18]},
-    "resnet34d": {**_BASIC, **_D, "layers": _DEPTHS[34]},
-    "resnet50d": {**_BOTTLENECK, **_D, "layers": _DEPTHS[50]},
-    "resnet101d": {**_BOTTLENECK, **_D, "layers": _DEPTHS[101]},
-    "resnet152d": {**_BOTTLENECK, **_D, "layers": _DEPTHS[152]},
-}
+Pretrained = bool | str | os.PathLike[str] | None
 
 
 def _adapt_input_conv(weight: torch.Tensor, in_chans: int) -> torch.Tensor:
@@ -88,9 +50,11 @@ def _adapt_input_conv(weight: torch.Tensor, in_chans: int) -> torch.Tensor:
 def _with_input_channels(checkpoint: LoadedCheckpoint, model: ResNet) -> LoadedCheckpoint:
     # The first convolution is the only tensor that depends on the input channels.
     first_conv = next(name for name, _ in model.named_parameters())
+    if not isinstance(checkpoint.obj, Mapping):
+        return checkpoint  # not a flat state dict: the load report will say what it is
     weights = dict(checkpoint.obj)
     kernel = weights.get(first_conv)
-    if kernel is None or kernel.shape[1] == model.in_chans:
+    if not isinstance(kernel, torch.Tensor) or kernel.ndim != 4 or kernel.shape[1] == model.in_chans:
         return checkpoint
     weights[first_conv] = _adapt_input_conv(kernel, model.in_chans)
     logger.info(
@@ -103,118 +67,53 @@ def _with_input_channels(checkpoint: LoadedCheckpoint, model: ResNet) -> LoadedC
     return LoadedCheckpoint(weights, checkpoint.metadata, checkpoint.origin)
 
 
-def _load_pretrained(model: ResNet, arch: str, pretrained: bool | str) -> None:
-    spec = get_weights(arch, None if pretrained is True else pretrained)
-    checkpoint = _with_input_channels(read_source(spec), model)
+def _load_pretrained(model: ResNet, arch: str, pretrained: Pretrained) -> None:
+    source = pretrained_source(arch, pretrained)
+    if source is None:
+        return
+    checkpoint = _with_input_channels(read_source(source), model)
     report = load_weights(model, checkpoint, strict=True, ignore_head=True)
-    model.pretrained_cfg = spec
+    if isinstance(source, WeightSpec):
+        model.pretrained_cfg = source
     if report.head_mismatch:
         logger.info(
-            "%s: loaded %s backbone; classifier has %d classes in the weights and %d in the model, "
-            "so it keeps its fresh initialisation",
+            "%s: loaded the backbone from %s; its classifier does not fit the model's %d classes, "
+            "which keep their fresh initialisation",
             arch,
-            spec.name,
-            spec.num_classes,
+            report.origin,
             model.num_classes,
         )
 
 
-def _create(arch: str, pretrained: bool | str, kwargs: dict[str, Any]) -> ResNet:
-    if not isinstance(pretrained, (bool, str)):
-        raise TypeError(
-            f"pretrained must be True/False or a weight tag string, got {type(pretrained).__name__}"
-        )
-    model = ResNet(**{**ARCHITECTURES[arch], **kwargs, "arch": arch})
-    if pretrained:
-        _load_pretrained(model, arch, pretrained)
+def _create(arch: str, pretrained: Pretrained, kwargs: dict[str, Any]) -> ResNet:
+    model = ResNet(**{**ARCHITECTURES[arch].kwargs(), **kwargs, "arch": arch})
+    _load_pretrained(model, arch, pretrained)
     return model
 
 
-@register_model
-def resnet18(*, pretrained: bool | str = False, **kwargs: Any) -> ResNet:
-    """ResNet-18: BasicBlock, (2, 2, 2, 2) — He et al., 2015. 11.7 M parameters."""
-    return _create("resnet18", pretrained, kwargs)
+_CONSTRUCTOR_DOC = """
+
+    Args:
+        pretrained: ``False``/``None``/``"none"`` for random weights, ``True`` for the
+            default weight set, a tag or full name (``resnetzoo list``), a checkpoint
+            path, an ``hf-hub:`` reference or a URL.
+        **kwargs: any :class:`~resnetzoo.ResNet` keyword; overrides the architecture's.
+
+    Returns:
+        the :class:`~resnetzoo.ResNet`.
+"""
 
 
-@register_model
-def resnet34(*, pretrained: bool | str = False, **kwargs: Any) -> ResNet:
-    """ResNet-34: BasicBlock, (3, 4, 6, 3). 21.8 M parameters."""
-    return _create("resnet34", pretrained, kwargs)
+def _constructor(arch: Architecture) -> Callable[..., ResNet]:
+    def constructor(*, pretrained: Pretrained = False, **kwargs: Any) -> ResNet:
+        return _create(arch.name, pretrained, kwargs)
+
+    constructor.__name__ = constructor.__qualname__ = arch.name
+    constructor.__module__ = __name__
+    constructor.__doc__ = arch.summary + _CONSTRUCTOR_DOC
+    return register_model(constructor)
 
 
-@register_model
-def resnet50(*, pretrained: bool | str = False, **kwargs: Any) -> ResNet:
-    """ResNet-50 v1.5: Bottleneck, (3, 4, 6, 3), stride on the 3x3. 25.6 M parameters."""
-    return _create("resnet50", pretrained, kwargs)
-
-
-@register_model
-def resnet101(*, pretrained: bool | str = False, **kwargs: Any) -> ResNet:
-    """ResNet-101 v1.5: Bottleneck, (3, 4, 23, 3). 44.5 M parameters."""
-    return _create("resnet101", pretrained, kwargs)
-
-
-@register_model
-def resnet152(*, pretrained: bool | str = False, **kwargs: Any) -> ResNet:
-    """ResNet-152 v1.5: Bottleneck, (3, 8, 36, 3). 60.2 M parameters."""
-    return _create("resnet152", pretrained, kwargs)
-
-
-@register_model
-def wide_resnet50_2(*, pretrained: bool | str = False, **kwargs: Any) -> ResNet:
-    """Wide ResNet-50-2: ResNet-50 with bottlenecks twice as wide — Zagoruyko & Komodakis, 2016."""
-    return _create("wide_resnet50_2", pretrained, kwargs)
-
-
-@register_model
-def wide_resnet101_2(*, pretrained: bool | str = False, **kwargs: Any) -> ResNet:
-    """Wide ResNet-101-2: ResNet-101 with bottlenecks twice as wide."""
-    return _create("wide_resnet101_2", pretrained, kwargs)
-
-
-@register_model
-def resnext50_32x4d(*, pretrained: bool | str = False, **kwargs: Any) -> ResNet:
-    """ResNeXt-50 32x4d: 32 groups of width 4 in each 3x3 — Xie et al., 2017."""
-    return _create("resnext50_32x4d", pretrained, kwargs)
-
-
-@register_model
-def resnext101_32x8d(*, pretrained: bool | str = False, **kwargs: Any) -> ResNet:
-    """ResNeXt-101 32x8d: 32 groups of width 8."""
-    return _create("resnext101_32x8d", pretrained, kwargs)
-
-
-@register_model
-def resnext101_64x4d(*, pretrained: bool | str = False, **kwargs: Any) -> ResNet:
-    """ResNeXt-101 64x4d: 64 groups of width 4."""
-    return _create("resnext101_64x4d", pretrained, kwargs)
-
-
-@register_model
-def resnet18d(*, pretrained: bool | str = False, **kwargs: Any) -> ResNet:
-    """ResNet-18-D: deep 3x3 stem and average-pool shortcut (timm's ``resnet18d``)."""
-    return _create("resnet18d", pretrained, kwargs)
-
-
-@register_model
-def resnet34d(*, pretrained: bool | str = False, **kwargs: Any) -> ResNet:
-    """ResNet-34-D: deep 3x3 stem and average-pool shortcut (timm's ``resnet34d``)."""
-    return _create("resnet34d", pretrained, kwargs)
-
-
-@register_model
-def resnet50d(*, pretrained: bool | str = False, **kwargs: Any) -> ResNet:
-    """ResNet-50-D: deep 3x3 stem and average-pool shortcut (timm's ``resnet50d``)."""
-    return _create("resnet50d", pretrained, kwargs)
-
-
-@register_model
-def resnet101d(*, pretrained: bool | str = False, **kwargs: Any) -> ResNet:
-    """ResNet-101-D: deep 3x3 stem and average-pool shortcut (timm's ``resnet101d``)."""
-    return _create("resnet101d", pretrained, kwargs)
-
-
-@register_model
-def resnet152d(*, pretrained: bool | str = False, **kwargs: Any) -> ResNet:
-    """ResNet-152-D: deep 3x3 stem and average-pool shortcut (timm's ``resnet152d``)."""
-    return _create("resnet152d", pretrained, kwargs)
+for _arch in ARCHITECTURES.values():
+    globals()[_arch.name] = _constructor(_arch)
+del _arch

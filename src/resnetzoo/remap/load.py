@@ -13,13 +13,15 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping
-from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn as nn
+from safetensors.torch import save_file
 
+from resnetzoo._io import atomic_path
+from resnetzoo._version import __version__
 from resnetzoo.errors import WeightsLoadError
 from resnetzoo.remap.conventions import NATIVE, to_native
 from resnetzoo.remap.report import LoadReport, build_report
@@ -160,15 +162,6 @@ def load_weights(
     return report
 
 
-def _package_version() -> str:
-    try:
-        return importlib_metadata.version("resnetzoo")
-    except importlib_metadata.PackageNotFoundError:
-        import resnetzoo
-
-        return str(getattr(resnetzoo, "__version__", "unknown"))
-
-
 def _savable(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """CPU, contiguous tensors with no two sharing memory (safetensors refuses shared storage)."""
     out: dict[str, torch.Tensor] = {}
@@ -181,14 +174,6 @@ def _savable(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         seen.add(storage)
         out[key] = t.to("cpu").contiguous()
     return out
-
-
-def _chmod_like_open(path: Path) -> None:
-    # safetensors creates files owner-only (0600); give the permissions a plain open()
-    # would, so weights saved on a shared cluster are readable as the user's umask allows.
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
 
 
 def save_weights(
@@ -221,8 +206,6 @@ def save_weights(
         ValueError: ``path`` does not end in ``.safetensors``.
         TypeError: ``model`` is not an ``nn.Module`` or ``metadata`` is not ``str`` → ``str``.
     """
-    from safetensors.torch import save_file
-
     _check_model(model)
     path = Path(path)
     if path.suffix != ".safetensors":
@@ -233,21 +216,14 @@ def save_weights(
         raise TypeError(f"metadata must map str to str; entries {bad!r} are not (convert values with str())")
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} already exists; pass overwrite=True to replace it")
-    header = {"format": "pt", "resnetzoo_version": _package_version(), "convention": NATIVE.name}
+    header = {"format": "pt", "resnetzoo_version": __version__, "convention": NATIVE.name}
     arch = getattr(model, "arch", None)
     if isinstance(arch, str) and arch:
         header["arch"] = arch
     header.update(extra)
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    # Same directory, so os.replace is a rename on one file system (atomic).
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(path) as tmp:
         save_file(_savable(model.state_dict()), str(tmp), metadata=header)
-        _chmod_like_open(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return path
 

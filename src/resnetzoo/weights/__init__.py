@@ -29,7 +29,7 @@ from resnetzoo.weights.records import (
     list_pretrained,
     register_weights,
 )
-from resnetzoo.weights.sources import LoadedCheckpoint, read_source
+from resnetzoo.weights.sources import LoadedCheckpoint, pretrained_source, read_source
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -45,6 +45,7 @@ __all__ = [
     "imagenet_categories",
     "is_offline",
     "list_pretrained",
+    "pretrained_source",
     "read_checkpoint",
     "read_source",
     "register_weights",

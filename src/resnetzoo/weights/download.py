@@ -17,23 +17,18 @@ network: a missing file fails at once with instructions to supply it by hand.
 
 from __future__ import annotations
 
-import hashlib
-import http.client
 import logging
 import os
 import re
-import urllib.error
 import urllib.parse
-import urllib.request
-import uuid
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import TYPE_CHECKING
 
 import torch.hub
 from tqdm.auto import tqdm
 
-from resnetzoo.errors import ChecksumError, WeightsUnavailableError
-from resnetzoo.weights.files import looks_like_html
+from resnetzoo._io import file_digest, http_download, is_offline, sha256_file
+from resnetzoo.errors import ChecksumError, DownloadError, WeightsUnavailableError
 
 if TYPE_CHECKING:
     from resnetzoo.weights.records import WeightSpec
@@ -52,50 +47,10 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _TIMEOUT_S = 30.0  # per socket operation: a dead server fails within this, never hangs
-_CHUNK = 1 << 20
-_TRUE = ("1", "true", "yes", "on")
 _HASH_IN_NAME = re.compile(r"-([0-9a-f]{8,64})\.")
 _SHA256_NAME = re.compile(r"[0-9a-f]{64}")
 _GIT_SHA1_NAME = re.compile(r"[0-9a-f]{40}")
 _LOAD_BY_HAND = "resnetzoo.load_weights(model, '/path/to/file')"
-
-# (algorithm, resolved path, inode, size, mtime_ns) -> hex digest. Hashing a 100 MB
-# file costs a noticeable fraction of a second; a file unchanged since it was last
-# hashed in this process need not be read again.
-_DIGESTS: dict[tuple[str, str, int, int, int], str] = {}
-
-
-def _file_digest(path: Path, algorithm: str, *, header: bytes = b"") -> str:
-    stat = path.stat()
-    key = (algorithm, str(path.resolve()), stat.st_ino, stat.st_size, stat.st_mtime_ns)
-    if key not in _DIGESTS:
-        digest = hashlib.new(algorithm, header)
-        with open(path, "rb") as f:
-            while chunk := f.read(_CHUNK):
-                digest.update(chunk)
-        _DIGESTS[key] = digest.hexdigest()
-    return _DIGESTS[key]
-
-
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    """The sha256 hex digest of a file, read in chunks.
-
-    Args:
-        path: the file.
-
-    Returns:
-        64 lower-case hex digits.
-    """
-    return _file_digest(Path(path), "sha256")
-
-
-def is_offline() -> bool:
-    """Whether offline mode is on: ``RESNETZOO_OFFLINE`` or ``HF_HUB_OFFLINE`` is truthy.
-
-    Read at every call, so setting the variable at run time takes effect.
-    """
-    return any(os.environ.get(var, "").strip().lower() in _TRUE for var in ("RESNETZOO_OFFLINE", "HF_HUB_OFFLINE"))
-
 
 def cache_dir() -> Path:
     """The folder downloaded weight files are kept in.
@@ -156,64 +111,19 @@ def _url_help(url: str, dest: Path) -> str:
     )
 
 
-class _NotWeights(Exception):
-    """The server answered, but not with the whole weight file."""
-
-
-def _stream(url: str, out: IO[bytes], *, progress: bool, desc: str) -> str:
-    """Copy ``url`` into ``out``; return the sha256 of what was written. Raises OSError/HTTPException."""
-    request = urllib.request.Request(url, headers={"User-Agent": "resnetzoo"})
-    with urllib.request.urlopen(request, timeout=_TIMEOUT_S) as response:
-        content_type = response.headers.get("Content-Type", "")
-        if "text/html" in content_type.lower():
-            raise _NotWeights(f"the server sent an HTML page (Content-Type: {content_type}), not a weight file")
-        total = int(response.headers.get("Content-Length") or 0) or None
-        digest = hashlib.sha256()
-        received = 0
-        with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=desc, disable=not progress) as bar:
-            while chunk := response.read(_CHUNK):
-                if received == 0 and looks_like_html(chunk[:64]):
-                    raise _NotWeights("the server sent an HTML page, not a weight file")
-                out.write(chunk)
-                digest.update(chunk)
-                received += len(chunk)
-                bar.update(len(chunk))
-        if total is not None and received != total:
-            raise _NotWeights(f"the connection closed after {received} of {total} bytes")
-    return digest.hexdigest()
-
-
 def _download_to(url: str, dest: Path, *, expected: str | None, progress: bool) -> None:
-    # A unique temporary name in the destination folder: os.replace is atomic only
-    # within one file system, and concurrent downloaders must not share a file.
-    tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.partial")
-    try:
+    with tqdm(unit="B", unit_scale=True, unit_divisor=1024, desc=dest.name, disable=not progress) as bar:
+
+        def show(received: int, total: int | None) -> None:
+            bar.total = total
+            bar.update(received - bar.n)
+
         try:
-            with open(tmp, "xb") as out:
-                digest = _stream(url, out, progress=progress, desc=dest.name)
-        except urllib.error.HTTPError as exc:
-            reason = f"HTTP error {exc.code} ({exc.reason})"
-        except urllib.error.URLError as exc:
-            reason = f"cannot reach the server ({exc.reason})"
-        except _NotWeights as exc:
-            reason = str(exc)
-        except (OSError, http.client.HTTPException) as exc:  # timeouts, resets, disk full
-            reason = f"the download failed ({type(exc).__name__}: {exc})"
-        else:
-            reason = None
-        if reason is not None:
-            raise WeightsUnavailableError(f"could not download {url}: {reason}. {_url_help(url, dest)}")
-        if expected is not None and not digest.startswith(expected):
-            raise ChecksumError(
-                f"the file downloaded from {url} has sha256 {digest}, but {expected} was expected; "
-                f"it was discarded and nothing was saved. The server may be serving a different "
-                f"or corrupt file."
-            )
-        if expected is None:
-            logger.warning("no checksum is known for %s; the download was not verified", url)
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
+            http_download(url, dest, sha256=expected, timeout=_TIMEOUT_S, on_progress=show)
+        except DownloadError as exc:
+            raise WeightsUnavailableError(f"could not download {url}: {exc}. {_url_help(url, dest)}") from exc
+    if expected is None:
+        logger.warning("no checksum is known for %s; the download was not verified", url)
 
 
 def _check_cached(path: Path, *, expected: str | None) -> None:
@@ -314,7 +224,7 @@ def _check_hub_blob(path: Path, *, repo_id: str, filename: str) -> None:
     if _SHA256_NAME.fullmatch(blob.name):
         digest = sha256_file(blob)
     elif _GIT_SHA1_NAME.fullmatch(blob.name):
-        digest = _file_digest(blob, "sha1", header=f"blob {blob.stat().st_size}\0".encode())
+        digest = file_digest(blob, "sha1", header=f"blob {blob.stat().st_size}\0".encode())
     else:
         return
     if digest != blob.name:

@@ -23,12 +23,12 @@ from typing import Any
 import torch
 from safetensors import SafetensorError, safe_open
 
+from resnetzoo._io import looks_like_html, open_regular
 from resnetzoo.errors import CheckpointError, WeightsUnavailableError
 
 __all__ = ["read_checkpoint"]
 
 _LFS_POINTER = b"version https://git-lfs.github.com/spec/v1"
-_HTML_START = (b"<!doctype", b"<html", b"<head", b"<body", b"<?xml")
 _REDOWNLOAD = "Delete it and download it again."
 
 # Files that are certainly not weights: what they are, and what to do.
@@ -43,11 +43,6 @@ _NOT_WEIGHTS = {
         "file. " + _REDOWNLOAD + " Check the URL, and for gated Hub repos that you are logged in."
     ),
 }
-
-
-def looks_like_html(head: bytes) -> bool:
-    """Tell whether the first bytes of a file or response are an HTML/XML page (an error page)."""
-    return head.lstrip(b"\xef\xbb\xbf \t\r\n").lower().startswith(_HTML_START)
 
 
 def _sniff(head: bytes, size: int) -> str:
@@ -91,7 +86,7 @@ def _read_torch(path: Path) -> Any:
     try:
         # An open file, not the path: torch 2.14 hands any "*.safetensors" path to
         # safetensors by its name, and here the content has already said it is not one.
-        with open(path, "rb") as f:
+        with open_regular(path) as f:
             return torch.load(f, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         message = str(exc)
@@ -157,9 +152,12 @@ def read_checkpoint(path: str | os.PathLike[str]) -> tuple[Any, dict[str, str]]:
         raise WeightsUnavailableError(f"checkpoint file not found: {path}")
     if path.is_dir():
         raise CheckpointError(f"{path} is a folder; pass the weight file inside it (e.g. model.safetensors)")
-    size = path.stat().st_size
-    with open(path, "rb") as f:
-        head = f.read(64)
+    try:
+        with open_regular(path) as f:
+            size = os.fstat(f.fileno()).st_size
+            head = f.read(64)
+    except ValueError as exc:  # a FIFO or device: reading it could block or never end
+        raise CheckpointError(f"{exc}; pass a checkpoint file") from exc
     kind = _sniff(head, size)
     if kind == "unknown" and path.suffix == ".safetensors":
         kind = "safetensors"  # let safetensors say what is wrong with the header

@@ -26,9 +26,9 @@ from resnetzoo.weights.download import (
     hub_download,
 )
 from resnetzoo.weights.files import read_checkpoint
-from resnetzoo.weights.records import WeightSpec
+from resnetzoo.weights.records import WeightSpec, get_weights
 
-__all__ = ["LoadedCheckpoint", "read_source"]
+__all__ = ["LoadedCheckpoint", "pretrained_source", "read_source"]
 
 _HF_PREFIX = "hf-hub:"
 _HF_REFERENCE = re.compile(r"hf-hub:(?P<repo>[^@:\s]+)(?:@(?P<revision>[^:\s]+))?(?::(?P<file>\S+))?")
@@ -37,6 +37,9 @@ _URL_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 # transformers' config.json fields that change what the weights compute or how they are
 # named; passed on as metadata so that the load report can warn (e.g. v1 stride placement).
 _HF_CONFIG_FIELDS = ("model_type", "layer_type", "depths", "hidden_sizes", "downsample_in_bottleneck")
+# A string that is meant as a file: it has a folder part, a home folder or a checkpoint suffix.
+_PATH_LIKE = re.compile(r"[/\\~]|\.(?:pth|pt|bin|ckpt|safetensors|tar|pkl)$", re.IGNORECASE)
+_NO_WEIGHTS = ("", "none", "false")
 _ACCEPTED = (
     "a state dict (Mapping), a file path, a save_pretrained folder, an http(s):// URL, "
     "'hf-hub:org/repo[@revision][:file]', or a WeightSpec (resnetzoo.weights.get_weights)"
@@ -185,3 +188,71 @@ def read_source(source: Mapping[str, Any] | str | os.PathLike[str] | WeightSpec)
             raise ValueError(f"unsupported URL scheme in {source!r}; accepted sources: {_ACCEPTED}")
         return _from_file(Path(source), source)
     raise TypeError(f"cannot read weights from a {type(source).__name__}; accepted sources: {_ACCEPTED}")
+
+
+def pretrained_source(
+    arch: str, pretrained: bool | str | os.PathLike[str] | None
+) -> WeightSpec | str | os.PathLike[str] | None:
+    """What ``pretrained=...`` asks for, for a model of architecture ``arch``.
+
+    One vocabulary for every entry point (the constructors, :func:`~resnetzoo.create_model`
+    and the recipe's ``--pretrained``):
+
+    ==================================================  ======================================
+    ``pretrained``                                      meaning
+    ==================================================  ======================================
+    ``False``, ``None``, ``"none"``                     no weights (returns ``None``)
+    ``True``                                            the architecture's default weight set
+    a tag (``"tv2_in1k"``) or full name                 that weight record
+    (``"resnet50.tv2_in1k"``)
+    a path (``str`` or ``os.PathLike``), an             that checkpoint, read by
+    ``"hf-hub:org/repo[@rev][:file]"`` reference,       :func:`read_source` and remapped by
+    or an ``http(s)://`` URL                            :func:`~resnetzoo.load_weights`
+    ==================================================  ======================================
+
+    A string is taken as a path when it looks like one (a folder separator, ``~``, or a
+    checkpoint suffix such as ``.pth``/``.safetensors``), or when such a file exists and
+    the string is not a tag of ``arch``.
+
+    Args:
+        arch: the architecture the weights are for, e.g. ``"resnet50"``.
+        pretrained: the value given by the user.
+
+    Returns:
+        ``None``, a :class:`~resnetzoo.weights.WeightSpec`, or the source to read.
+
+    Raises:
+        TypeError: ``pretrained`` is of another type.
+        ValueError: an unknown tag (the message lists the known ones), or a full name of
+            another architecture's weights.
+    """
+    if pretrained is None or pretrained is False:
+        return None
+    if pretrained is True:
+        return get_weights(arch)
+    if isinstance(pretrained, os.PathLike):
+        return pretrained
+    if not isinstance(pretrained, str):
+        raise TypeError(
+            f"pretrained must be True/False/None, a weight tag, a checkpoint path, an hf-hub: reference "
+            f"or a URL, got {type(pretrained).__name__}"
+        )
+    value = pretrained.strip()
+    if value.lower() in _NO_WEIGHTS:
+        return None
+    if value.startswith(_HF_PREFIX) or _URL_SCHEME.match(value) or _PATH_LIKE.search(value):
+        return value
+    name_arch, dot, tag = value.partition(".")
+    if dot and name_arch != arch:
+        if Path(value).exists():
+            return value
+        raise ValueError(
+            f"pretrained={value!r} names weights of {name_arch}, but the model is {arch}; "
+            f"build {name_arch} instead, or pass a tag of {arch} (resnetzoo list '{arch}.*')"
+        )
+    try:
+        return get_weights(arch, tag if dot else value)
+    except ValueError as exc:
+        if Path(value).exists():
+            return value  # not a tag of this architecture, but a file of that name is there
+        raise ValueError(f"{exc} pretrained= also takes a checkpoint path, an hf-hub: reference or a URL.") from exc

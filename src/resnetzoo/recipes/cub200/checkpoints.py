@@ -20,9 +20,9 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from resnetzoo._io import atomic_path
 from resnetzoo.errors import CheckpointError
 from resnetzoo.recipes.cub200.config import CUB200Config
-from resnetzoo.recipes.cub200.outputs import _atomic_path
 
 __all__ = ["CHECKPOINT_FORMAT", "load_checkpoint", "save_checkpoint"]
 
@@ -79,7 +79,7 @@ def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> None
         state: tensors and plain containers only, so :func:`load_checkpoint` can read
             it with ``weights_only=True``.
     """
-    with _atomic_path(Path(path)) as tmp:
+    with atomic_path(path) as tmp:
         torch.save(state, tmp)
 
 

@@ -32,8 +32,6 @@ import random
 import shutil
 import tarfile
 import threading
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -47,8 +45,8 @@ from torch.utils.data import Dataset
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
-from resnetzoo.errors import ChecksumError, ResNetZooError
-from resnetzoo.weights.download import is_offline, sha256_file
+from resnetzoo._io import http_download, sha256_file
+from resnetzoo.errors import ChecksumError, DownloadError, ResNetZooError
 
 __all__ = [
     "CUB200",
@@ -556,48 +554,25 @@ def safe_extract(archive: str | os.PathLike[str], dest: str | os.PathLike[str]) 
 
 
 # --------------------------------------------------------------------------------- download
-def _fetch_resumable(url: str, part: Path, *, size: int | None, progress: bool, timeout: float) -> None:
-    """Download ``url`` into ``part``, continuing from the bytes already there (HTTP Range)."""
+def _fetch_resumable(url: str, archive: Path, *, size: int | None, sha256: str, progress: bool,
+                     timeout: float) -> None:
+    """Download ``url`` to ``archive``, verified, continuing from ``archive.partial`` (HTTP Range)."""
     from tqdm.auto import tqdm
 
-    done = part.stat().st_size if part.exists() else 0
-    if is_offline():
-        raise ConnectionError(
-            f"offline mode is on (RESNETZOO_OFFLINE or HF_HUB_OFFLINE), so {url} is not fetched; "
-            f"unset it, or put an extracted CUB_200_2011/ under {part.parent}"
-        )
-    if size is not None and done > size:
-        part.unlink()  # longer than the real file: not a prefix of it
-        done = 0
-    if size is not None and done == size:
-        return
-    headers = {"User-Agent": "resnetzoo-cub200"}
-    if done:
-        headers["Range"] = f"bytes={done}-"
-    resume_hint = f"the partial download stays at {part} and resumes on the next run"
-    try:
-        response = urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout)
-    except urllib.error.HTTPError as e:
-        if e.code == 416 and done:
-            return  # nothing left to send: the verification decides
-        raise ConnectionError(f"downloading {url} failed: HTTP {e.code} {e.reason}; {resume_hint}") from e
-    except (urllib.error.URLError, OSError) as e:
-        raise ConnectionError(f"cannot reach {url} ({getattr(e, 'reason', e)}); {resume_hint}") from e
-    with response:
-        if done and response.status != 206:
-            done = 0  # the server ignored the Range header and sends the whole file
-        length = response.headers.get("Content-Length")
-        total = size if size is not None else (done + int(length) if length else None)
+    where = (
+        f"or download {ARCHIVE_NAME} by hand (sha256 {sha256}) and put it at {archive}; "
+        f"the partial download {archive.name}.partial, if any, resumes on the next run"
+    )
+    with tqdm(unit="B", unit_scale=True, desc=archive.name, disable=not progress) as bar:
+
+        def show(received: int, total: int | None) -> None:
+            bar.total = total
+            bar.update(received - bar.n)
+
         try:
-            with part.open("ab" if done else "wb") as f, tqdm(
-                total=total, initial=done, unit="B", unit_scale=True, desc=part.name.removesuffix(".part"),
-                disable=not progress,
-            ) as bar:
-                for chunk in iter(lambda: response.read(1 << 20), b""):
-                    f.write(chunk)
-                    bar.update(len(chunk))
-        except OSError as e:
-            raise ConnectionError(f"download of {url} broke off ({e}); {resume_hint}") from e
+            http_download(url, archive, sha256=sha256, size=size, resume=True, timeout=timeout, on_progress=show)
+        except DownloadError as e:
+            raise DownloadError(f"{e}; retry, {where}") from e
 
 
 def _verify(path: Path, *, size: int | None, sha256: str) -> str | None:
@@ -638,7 +613,7 @@ def download_cub200(
 ) -> Path:
     """Download, verify and extract CUB-200-2011 into ``root/CUB_200_2011``.
 
-    The archive is written to ``root/CUB_200_2011.tgz.part``; an interrupted download
+    The archive is written to ``root/CUB_200_2011.tgz.partial``; an interrupted download
     continues from there on the next call (HTTP Range; a server that ignores Range
     makes it start over). Size and sha256 are checked before anything is extracted,
     a mismatching download is deleted, and extraction goes through
@@ -679,16 +654,7 @@ def download_cub200(
                 f"(which verifies before renaming), so it is left alone: move or delete it and retry"
             )
     else:
-        part = root / f"{ARCHIVE_NAME}.part"
-        _fetch_resumable(url, part, size=size, progress=progress, timeout=timeout)
-        problem = _verify(part, size=size, sha256=sha256)
-        if problem is not None:
-            part.unlink()
-            raise ChecksumError(
-                f"the download from {url} has {problem}; it was deleted, nothing was extracted. "
-                f"Retry; if it fails again the file on the server has changed"
-            )
-        os.replace(part, archive)
+        _fetch_resumable(url, archive, size=size, sha256=sha256, progress=progress, timeout=timeout)
     return _extract_tree(archive, root)
 
 

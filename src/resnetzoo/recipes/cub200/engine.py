@@ -33,6 +33,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
+from resnetzoo._io import write_json
 from resnetzoo.errors import ResNetZooError
 from resnetzoo.recipes.cub200.checkpoints import (
     CHECKPOINT_FORMAT,
@@ -66,7 +67,6 @@ from resnetzoo.recipes.cub200.outputs import (
     _prepare_output_dir,
     _tensorboard,
     _versions,
-    _write_json,
     _write_metrics,
     _write_per_class,
 )
@@ -332,7 +332,7 @@ def _evaluate_only(config: CUB200Config, dist: _Dist, device: torch.device) -> d
                "world_size": dist.world_size, "versions": _versions(), "config": config.to_dict()}
     if dist.is_main:
         out.mkdir(parents=True, exist_ok=True)
-        _write_json(out / "eval.json", summary)
+        write_json(out / "eval.json", summary)
         _write_per_class(out / "eval_per_class_accuracy.csv", test_set.classes, *per_class)
         logger.info("%s: test top-1 %.2f %%, top-5 %.2f %% on %d images", path, result["test_top1"],
                     result["test_top5"], result["test_images"])
@@ -519,7 +519,7 @@ def _fit(config: CUB200Config, dist: _Dist, device: torch.device) -> dict[str, A
         _write_per_class(t.out / "per_class_accuracy.csv", t.classes, last_eval["per_class_correct"],
                          last_eval["per_class_total"])
         _plot_curves(t.out / "curves.png", t.history)
-        _write_json(t.out / "summary.json", summary)
+        write_json(t.out / "summary.json", summary)
     return summary
 
 

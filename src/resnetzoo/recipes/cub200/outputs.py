@@ -10,20 +10,19 @@ Internal to the recipe: nothing here is public API.
 
 from __future__ import annotations
 
-import contextlib
 import csv
+import io
 import json
 import logging
-import os
 import platform
 import shutil
-from collections.abc import Iterator
-from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from resnetzoo._io import atomic_path, to_strict_json, write_text
+from resnetzoo._version import __version__
 from resnetzoo.recipes.cub200.config import ConfigError, CUB200Config
 
 __all__: list[str] = []
@@ -42,37 +41,12 @@ _RUN_OUTPUTS = (
 )
 
 
-@contextlib.contextmanager
-def _atomic_path(path: Path) -> Iterator[Path]:
-    """A temporary name beside ``path`` to write; it replaces ``path`` only if the block succeeds.
-
-    An interruption (crash, full disk, Ctrl-C) leaves the previous file intact and
-    removes the partial one.
-    """
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    with _atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
-
-
-def _write_json(path: Path, value: dict[str, Any]) -> None:
-    _write_atomic(path, json.dumps(value, indent=2) + "\n")
-
-
 def _jsonl(rows: list[dict[str, Any]]) -> str:
-    return "".join(json.dumps(row) + "\n" for row in rows)
+    return "".join(json.dumps(to_strict_json(row), allow_nan=False) + "\n" for row in rows)
 
 
 def _write_metrics(path: Path, history: list[dict[str, Any]]) -> None:
-    _write_atomic(path, _jsonl(history))
+    write_text(path, _jsonl(history))
 
 
 def _append_metrics(path: Path, row: dict[str, Any]) -> None:
@@ -81,11 +55,12 @@ def _append_metrics(path: Path, row: dict[str, Any]) -> None:
 
 
 def _write_per_class(path: Path, classes: list[str], correct: list[int], total: list[int]) -> None:
-    with _atomic_path(path) as tmp, tmp.open("w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(["class", "correct", "total", "accuracy"])
-        for name, c, t in zip(classes, correct, total, strict=True):
-            writer.writerow([name, c, t, f"{100.0 * c / t:.2f}" if t else ""])
+    table = io.StringIO(newline="")
+    writer = csv.writer(table)
+    writer.writerow(["class", "correct", "total", "accuracy"])
+    for name, c, t in zip(classes, correct, total, strict=True):
+        writer.writerow([name, c, t, f"{100.0 * c / t:.2f}" if t else ""])
+    write_text(path, table.getvalue())
 
 
 def _plot_curves(path: Path, history: list[dict[str, Any]]) -> None:
@@ -112,7 +87,8 @@ def _plot_curves(path: Path, history: list[dict[str, Any]]) -> None:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
         ax.grid(alpha=0.3)
         ax.legend()
-    figure.savefig(path, dpi=100)
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, dpi=100, format="png")
 
 
 def _tensorboard(path: Path) -> Any:
@@ -137,13 +113,8 @@ def _log_tensorboard(writer: Any, row: dict[str, Any]) -> None:
 def _versions() -> dict[str, str]:
     import torchvision
 
-    try:
-        ours = importlib_metadata.version("resnetzoo")
-    except importlib_metadata.PackageNotFoundError:
-        import resnetzoo
-
-        ours = str(getattr(resnetzoo, "__version__", "unknown"))
-    return {"python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision.__version__, "resnetzoo": ours}
+    return {"python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision.__version__,
+            "resnetzoo": __version__}
 
 
 def _device_info(device: torch.device) -> dict[str, str]:
