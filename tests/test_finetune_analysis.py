@@ -255,7 +255,8 @@ def test_pointing_game_places_a_coarse_maps_peak_at_its_cells_centre():
 @pytest.mark.parametrize(
     ("boxes", "message"),
     [
-        ([(0, 0, 0, 4)], r"boxes\[0\] .* width, height > 0"),
+        ([(0, 0, -1, 4)], r"boxes\[0\] .* width, height >= 0"),
+        ([(0, 0, 0, 4)], r"boxes\[0\] is missing"),  # cropped away entirely
         ([(0, 0, float("inf"), 4)], "finite"),
         ([None], r"boxes\[0\] is missing"),
         ([(0, 0, 4)], "must be \\(x, y, width, height\\)"),

@@ -13,7 +13,7 @@ writes into the run's folder:
   set has boxes; ``cam/overview.png`` shows them all, ``cam/index.csv`` lists them;
 
 and returns an :class:`ErrorAnalysis` whose :meth:`~ErrorAnalysis.summary` (the
-pointing-game score and how it was measured) goes into ``summary.json``.
+pointing-game score, how it was measured and its baseline) goes into ``summary.json``.
 
 **Grad-CAM** (Selvaraju et al., 2017) weighs each channel of the last stage's feature
 map by the mean gradient of the class score over that channel and keeps the positive
@@ -25,18 +25,20 @@ average-pool + linear head the map equals the original CAM (Zhou et al., 2016) d
 by the map's area, which is what the tests check it against.
 
 We do not use the ``grad-cam`` package (``pytorch_grad_cam``, maintained and working
-with torch 2.14): it brings OpenCV, scikit-learn, SciPy and ttach (about 250 MB) into
+with torch 2.14): it brings OpenCV, scikit-learn, SciPy and ttach (350 MB installed) into
 the ``recipe`` extra and takes 2.7 s to import for what is, on this split, one
 ``torch.autograd.grad`` call; its context manager also swallows ``IndexError``.
 
 **The pointing game** (Zhang et al., 2016, "Top-down neural attention by excitation
 backprop") asks whether the map's maximum falls inside the object: here the Grad-CAM of
-the *true* class, upsampled bilinearly to the image, against the ground-truth box.
-Boxes are ``(x, y, width, height)`` in pixels of the image given to the model (after
-resizing and cropping), ``(x, y)`` its top-left corner, as in CUB's
-``bounding_boxes.txt``; pixel ``(column u, row v)`` covers ``[u, u + 1) x [v, v + 1)``,
-and an image scores when the centre of its peak pixel lies in the closed box. A map
-that is zero everywhere (no positive evidence) scores a miss.
+the *true* class against the ground-truth box, next to the score of a map that always
+points at the image's centre (a strong baseline where subjects are centred). Boxes are
+``(x, y, width, height)`` in pixels of the image given to the model (after resizing and
+cropping), ``(x, y)`` its top-left corner, as in CUB's ``bounding_boxes.txt``; pixel
+``(column u, row v)`` covers ``[u, u + 1) x [v, v + 1)``. The map's maximum is the centre
+of its largest cell in those coordinates (:func:`cam_peaks`), and an image scores when
+it lies in the closed box. A map that is zero everywhere (no positive evidence) scores
+a miss.
 
 Internal to the recipe (no stability promise outside it), but usable on its own: the
 functions take plain tensors and write plain files.
@@ -50,6 +52,7 @@ import logging
 import math
 import os
 import re
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,7 +114,11 @@ def _as_labels(name: str, values: Any, *, num_classes: int, length: int | None =
 
 
 def _as_boxes(boxes: Any, *, length: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Boxes as ``float64 (N, 4)`` ``(x, y, w, h)`` plus a ``bool (N,)`` mask of images that have one."""
+    """Boxes as ``float64 (N, 4)`` ``(x, y, w, h)`` plus a ``bool (N,)`` mask of images that have one.
+
+    None, a row of NaN, and a box of zero width or height (what a crop leaves of a box
+    outside it) all mean "no box"; negative or infinite values are an error.
+    """
     if isinstance(boxes, (torch.Tensor, np.ndarray)):
         table = torch.as_tensor(boxes, dtype=torch.float64)
         if table.ndim != 2 or table.shape[1] != 4:
@@ -120,7 +127,7 @@ def _as_boxes(boxes: Any, *, length: int) -> tuple[torch.Tensor, torch.Tensor]:
     else:
         rows = list(boxes)
     if len(rows) != length:
-        raise ValueError(f"boxes has {len(rows)} entries but labels have {length}; give one per image (None for none)")
+        raise ValueError(f"boxes has {len(rows)} entries for {length} images; give one per image (None for none)")
     out = torch.full((length, 4), math.nan, dtype=torch.float64)
     for i, row in enumerate(rows):
         if row is None:
@@ -131,9 +138,10 @@ def _as_boxes(boxes: Any, *, length: int) -> tuple[torch.Tensor, torch.Tensor]:
         if values.isnan().all():
             continue  # a NaN row means "no box", as None does
         x, y, w, h = values.tolist()
-        if not all(math.isfinite(v) for v in (x, y, w, h)) or w <= 0 or h <= 0:
-            raise ValueError(f"boxes[{i}] = {(x, y, w, h)} needs finite values and width, height > 0")
-        out[i] = values
+        if not all(math.isfinite(v) for v in (x, y, w, h)) or w < 0 or h < 0:
+            raise ValueError(f"boxes[{i}] = {(x, y, w, h)} needs finite values and width, height >= 0")
+        if w > 0 and h > 0:  # a box the crop removed entirely (zero width or height) is no box
+            out[i] = values
     return out, ~out[:, 0].isnan()
 
 
@@ -358,7 +366,7 @@ def grad_cam(model: nn.Module, images: torch.Tensor, *, targets: torch.Tensor) -
     ``map[n] = relu(sum_k alpha[n, k] * A[n, k])`` where ``A = model.forward_features(x)``
     and ``alpha[n, k]`` is the mean over positions of ``d logit[n, targets[n]] / d A[n, k]``.
     The backbone runs without autograd; only the head is differentiated, with
-    :func:`torch.autograd.grad`, so no hook is left behind and no parameter gets a
+    ``torch.autograd.grad``, so no hook is left behind and no parameter gets a
     ``.grad``. Run the model in eval mode (BatchNorm statistics, no dropout):
     :func:`write_error_analysis` does.
 
@@ -377,6 +385,9 @@ def grad_cam(model: nn.Module, images: torch.Tensor, *, targets: torch.Tensor) -
             f"grad_cam needs a model with forward_features() and forward_head() (resnetzoo and timm models), "
             f"got {type(model).__name__}; unwrap DistributedDataParallel (.module) or torch.compile (._orig_mod)"
         )
+    if targets.shape != (images.shape[0],):
+        raise ValueError(f"targets must hold one class index per image, shape ({images.shape[0]},), "
+                         f"got {tuple(targets.shape)}")
     with torch.no_grad():
         features = model.forward_features(images)
     if features.ndim != 4:
@@ -552,7 +563,8 @@ def plot_confusion(
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
     counted = " (numbers: image counts)" if num_classes <= 30 else ""
-    ax.set_title(f"{title}\nrow-normalised{counted}, classes ordered so mutual confusions form blocks", fontsize=10)
+    subtitle = f"each row: a true class's images, as shares{counted}; classes ordered so that confusions form blocks"
+    ax.set_title(f"{title}\n" + textwrap.fill(subtitle, width=int(11 * side)), fontsize=10)
     colorbar = figure.colorbar(image, ax=ax, shrink=0.6, ticks=[0, 0.02, 0.1, 0.25, 0.5, 1.0])
     colorbar.set_label("share of the true class's images (square-root scale)")
     _save(figure, Path(path), dpi=150 if num_classes > 60 else 100)
@@ -587,12 +599,16 @@ def _draw_cam(ax: Any, sample: _CamSample, cam: torch.Tensor | None, *, title: s
     from matplotlib.patches import Rectangle
 
     size = tuple(sample.image.shape[-2:])
-    ax.imshow(sample.image.permute(1, 2, 0).numpy())
     # imshow puts pixel u's centre at u: a point x in pixel coordinates is drawn at x - 0.5.
-    if cam is not None:
+    if cam is None:
+        ax.imshow(sample.image.permute(1, 2, 0).numpy())
+    else:
+        # Under a map the image turns grey (ITU-R 601 luma), so every colour belongs to the map.
+        grey = (sample.image.float() * torch.tensor([0.299, 0.587, 0.114])[:, None, None]).sum(dim=0)
+        ax.imshow(grey.numpy(), cmap="gray", vmin=0, vmax=255)
         full = _upsample(cam[None].float(), size)[0]  # type: ignore[arg-type]
         peak = float(full.max())
-        ax.imshow((full / peak if peak > 0 else full).numpy(), cmap="jet", alpha=0.45, vmin=0.0, vmax=1.0)
+        ax.imshow((full / peak if peak > 0 else full).numpy(), cmap="jet", alpha=0.5, vmin=0.0, vmax=1.0)
         points, positive = cam_peaks(cam[None], image_size=size)  # type: ignore[arg-type]
         if bool(positive[0]):
             ax.plot(float(points[0, 0]) - 0.5, float(points[0, 1]) - 0.5, marker="+", color="white",
@@ -661,7 +677,7 @@ class ErrorAnalysis:
         pointing_game: share of the measured images whose true-class Grad-CAM peak lies
             in the ground-truth box, in ``[0, 1]``; None without boxes (or a model).
         pointing_game_images: how many images it was measured on.
-        pointing_game_ci95: its 95 % Wilson interval ``(low, high)``; None with it.
+        pointing_game_ci95: its 95 % Wilson interval ``(low, high)``; None when it is None.
         pointing_game_centre: the score, on the same images, of a map that always points
             at the image's centre: the bar a model must clear to show it finds the object
             rather than the photographer's framing (high on CUB, where birds are centred).
@@ -822,7 +838,7 @@ def write_error_analysis(
         std: normalisation standard deviation on the 0..1 scale.
         boxes: ground-truth boxes ``(x, y, width, height)`` in pixels of ``images[i]``
             (after the test resize and crop: pass the original box through the same
-            transforms, e.g. as a :class:`torchvision.tv_tensors.BoundingBoxes`), as an
+            transforms, e.g. as a ``torchvision.tv_tensors.BoundingBoxes``), as an
             ``(N, 4)`` array or a sequence with None for images without one; None when
             the data set has no boxes (no pointing game).
         num_cams: Grad-CAM images to draw (0 for none).
