@@ -370,6 +370,9 @@ def test_write_error_analysis_draws_a_fixed_sample_of_wrong_and_right_images(tmp
     assert 2 <= wrong <= 10  # the tiny model gets some right and some wrong
     assert correct.count("0") == 2  # half of the four from the errors
 
+    _analyse(tmp_path, tiny_run, num_cams=0, overwrite=True)
+    assert list((tmp_path / "cam").iterdir()) == []  # no stale pictures of the earlier sample
+
 
 def test_write_error_analysis_keeps_what_it_did_not_write(tmp_path, tiny_run):
     _analyse(tmp_path, tiny_run, num_cams=1)
@@ -385,6 +388,7 @@ def test_write_error_analysis_refuses_predictions_that_are_not_the_models(tmp_pa
     _, _, _, predictions, _ = tiny_run
     with pytest.raises(ValueError, match="predicts differently from `predictions` on 9 of 9 images"):
         _analyse(tmp_path, tiny_run, predictions=(predictions + 1) % 3, num_cams=0)
+    assert not tmp_path.exists() or not any(tmp_path.iterdir())  # refused before writing anything
 
 
 def test_write_error_analysis_gives_the_model_back_as_it_was(tmp_path, tiny_run):

@@ -53,7 +53,7 @@ import math
 import os
 import re
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -734,7 +734,7 @@ class _ImageSource:
                             f"before normalisation, got {described}")
         return item
 
-    def batches(self, indices: list[int], batch_size: int) -> Any:
+    def batches(self, indices: list[int], batch_size: int) -> Iterator[tuple[list[int], torch.Tensor]]:
         """Consecutive runs of ``indices`` of one image size, at most ``batch_size`` long."""
         run: list[int] = []
         images: list[torch.Tensor] = []
@@ -771,21 +771,98 @@ def _sample(pool: list[int], count: int, generator: torch.Generator) -> list[int
     return sorted(pool[i] for i in picks.tolist())
 
 
-def _prepare_cam_dir(cam_dir: Path, *, overwrite: bool) -> None:
+def _check_output(out: Path, *, overwrite: bool) -> list[Path]:
+    """Refuse to clobber an earlier analysis or anything else; return the earlier files to replace."""
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"{out} is a file, not a folder")
+    cam_dir = out / "cam"
     if cam_dir.exists() and not cam_dir.is_dir():
         raise FileExistsError(f"{cam_dir} is a file; the Grad-CAM pictures need that name for a folder")
-    if not cam_dir.is_dir():
-        cam_dir.mkdir(parents=True)
-        return
-    entries = sorted(cam_dir.iterdir())
-    foreign = [p.name for p in entries if not (p.is_file() and _CAM_FILE.fullmatch(p.name))]
-    if foreign:
-        raise FileExistsError(f"{cam_dir} holds files this analysis did not write ({', '.join(foreign[:3])}); "
-                              f"move them or choose another output folder")
-    if entries and not overwrite:
-        raise FileExistsError(f"{cam_dir} holds an earlier analysis; pass overwrite=True to replace it")
-    for path in entries:
-        path.unlink()
+    earlier = [out / name for name in OUTPUT_NAMES[:3] if (out / name).exists()]
+    if cam_dir.is_dir():
+        entries = sorted(cam_dir.iterdir())
+        foreign = [p.name for p in entries if not (p.is_file() and _CAM_FILE.fullmatch(p.name))]
+        if foreign:
+            raise FileExistsError(f"{cam_dir} holds files this analysis did not write ({', '.join(foreign[:3])}); "
+                                  f"move them or choose another output folder")
+        earlier += entries
+    if earlier and not overwrite:
+        shown = ", ".join(str(p.relative_to(out)) for p in earlier[:4]) + (" …" if len(earlier) > 4 else "")
+        raise FileExistsError(f"{out} already holds an error analysis ({shown}); pass overwrite=True to replace it")
+    return earlier
+
+
+_Batch = tuple[list[int], torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+class _Explainer:
+    """Grad-CAM over the caller's images in batches, counting agreement with the given predictions."""
+
+    def __init__(self, model: nn.Module, source: _ImageSource, *, predictions: torch.Tensor, mean: Sequence[float],
+                 std: Sequence[float], batch_size: int) -> None:
+        self.model, self.source, self.predictions = model, source, predictions
+        self.mean, self.std, self.batch_size = mean, std, batch_size
+        self.device = next((p.device for p in model.parameters()), torch.device("cpu"))
+        self.dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+        self.checked = self.agreed = 0
+
+    def __call__(self, indices: list[int], targets: torch.Tensor) -> Iterator[_Batch]:
+        """Per batch: the indices, ``uint8`` images, maps ``(n, h, w)`` for ``targets[i]``, logits (CPU)."""
+        for batch_indices, batch in self.source.batches(indices, self.batch_size):
+            x = normalize_batch(batch.to(self.device), mean=self.mean, std=self.std).to(self.dtype)
+            maps, logits = grad_cam(self.model, x, targets=targets[batch_indices])
+            logits = logits.cpu()
+            self.checked += len(batch_indices)
+            self.agreed += int((logits.argmax(dim=1) == self.predictions[batch_indices]).sum())
+            yield batch_indices, batch, maps.cpu(), logits
+
+    def check_alignment(self) -> None:
+        """Refuse predictions that are not the model's on these images (they are misaligned).
+
+        Every picture and the score would silently describe other images. Mixed
+        precision in the evaluation may flip a near tie, so a few differences pass.
+        """
+        if self.checked - self.agreed > max(1, 0.05 * self.checked):
+            raise ValueError(
+                f"the model predicts differently from `predictions` on {self.checked - self.agreed} of "
+                f"{self.checked} images; images, labels and predictions must come from the same evaluation, "
+                f"in the same order"
+            )
+
+
+def _pointing_game(explain: _Explainer, indices: list[int], *, truth: torch.Tensor,
+                   box: torch.Tensor) -> tuple[list[bool], list[bool]]:
+    """Hits of the true class's map, and of a map pointing at the image centre, per image."""
+    hits: list[bool] = []
+    centre: list[bool] = []
+    for batch_indices, batch, maps, _ in explain(indices, truth):
+        size = (batch.shape[-2], batch.shape[-1])
+        hits += pointing_game_hits(maps, box[batch_indices], image_size=size).tolist()
+        # A one-cell map points at its cell's centre: the image's centre.
+        centre += pointing_game_hits(torch.ones(len(batch_indices), 1, 1), box[batch_indices], image_size=size).tolist()
+    return hits, centre
+
+
+def _cam_samples(explain: _Explainer, indices: list[int], *, truth: torch.Tensor, guess: torch.Tensor,
+                 ids: list[str], box: torch.Tensor, has_box: torch.Tensor) -> list[_CamSample]:
+    """The maps of the predicted and the true class for each image of the ``cam/`` sample, errors first."""
+    true_maps: dict[int, torch.Tensor] = {}
+    for batch_indices, _, maps, _ in explain(indices, truth):
+        true_maps.update(zip(batch_indices, maps, strict=True))
+    samples = []
+    for batch_indices, batch, maps, logits in explain(indices, guess):
+        probabilities = logits.softmax(dim=1)
+        for k, i in enumerate(batch_indices):
+            has = bool(has_box[i])
+            size = (batch.shape[-2], batch.shape[-1])
+            hit = bool(pointing_game_hits(true_maps[i][None], box[i][None], image_size=size)[0]) if has else None
+            samples.append(_CamSample(
+                index=i, image_id=ids[i], image=batch[k], true=int(truth[i]), predicted=int(guess[i]),
+                probability=float(probabilities[k, guess[i]]), predicted_map=maps[k], true_map=true_maps[i],
+                box=tuple(box[i].tolist()) if has else None,  # type: ignore[arg-type]
+                hit=hit,
+            ))
+    return sorted(samples, key=lambda s: (s.correct, s.index))
 
 
 def write_error_analysis(
@@ -872,30 +949,12 @@ def write_error_analysis(
     source = _ImageSource(images, length=count)
     box, has_box = (_as_boxes(boxes, length=count) if boxes is not None
                     else (torch.full((count, 4), math.nan, dtype=torch.float64), torch.zeros(count, dtype=torch.bool)))
-    for name, value in (("num_cams", num_cams), ("batch_size", batch_size), ("examples", examples)):
-        if not isinstance(value, int) or value < (1 if name == "batch_size" else 0):
-            raise ValueError(f"{name} must be an int >= {1 if name == 'batch_size' else 0}, got {value!r}")
+    for name, value, least in (("num_cams", num_cams, 0), ("batch_size", batch_size, 1), ("examples", examples, 0)):
+        if not isinstance(value, int) or value < least:
+            raise ValueError(f"{name} must be an int >= {least}, got {value!r}")
     if pointing_images is not None and pointing_images < 0:
         raise ValueError(f"pointing_images must be >= 0 or None, got {pointing_images}")
-    if out.exists() and not out.is_dir():
-        raise FileExistsError(f"{out} is a file, not a folder")
-    existing = [name for name in OUTPUT_NAMES[:3] if (out / name).exists()]
-    if existing and not overwrite:
-        raise FileExistsError(f"{out} already holds {', '.join(existing)}; pass overwrite=True to replace them")
-    if num_cams:
-        _prepare_cam_dir(out / "cam", overwrite=overwrite)
-    out.mkdir(parents=True, exist_ok=True)
-
-    # The confusion files: O(N + C^2), no model.
-    confusion = confusion_matrix(truth, guess, num_classes=num_classes)
-    order = confusion_order(confusion)
-    pairs = confused_pairs(truth, guess, num_classes=num_classes, image_ids=ids, top=top_pairs, examples=examples)
-    paths: list[Path] = []
-    write_text(out / "confusion.csv", _confusion_csv(confusion, classes))
-    write_text(out / "confused_pairs.csv", _pairs_csv(pairs, classes, examples=examples))
-    paths += [out / "confusion.csv", out / "confused_pairs.csv"]
-    if plot_confusion(out / "confusion.png", confusion, classes=classes, order=order):
-        paths.append(out / "confusion.png")
+    earlier = _check_output(out, overwrite=overwrite)
 
     # The two image samples, seeded and independent of the global random state.
     generator = torch.Generator().manual_seed(seed)
@@ -907,61 +966,31 @@ def write_error_analysis(
     boxed = has_box.nonzero().flatten().tolist()
     measured = _sample(boxed, len(boxed) if pointing_images is None else pointing_images, generator)
 
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
-    hits: list[bool] = []
-    centre_hits: list[bool] = []
-    agree = checked = 0
-    samples: list[_CamSample] = []
-
-    def run(indices: list[int], targets: torch.Tensor) -> Any:
-        """Yield (indices, uint8 images, maps at feature resolution, logits) per batch."""
-        for batch_indices, batch in source.batches(indices, batch_size):
-            x = normalize_batch(batch.to(device), mean=mean, std=std).to(dtype)
-            maps, logits = grad_cam(model, x, targets=targets[batch_indices])
-            yield batch_indices, batch, maps.cpu(), logits.cpu()
-
+    # The model's part first: nothing is written unless images and predictions agree.
+    explain = _Explainer(model, source, predictions=guess, mean=mean, std=std, batch_size=batch_size)
     with _EvalMode(model):
-        for batch_indices, batch, maps, logits in run(measured, truth):
-            size = tuple(batch.shape[-2:])
-            hits += pointing_game_hits(maps, box[batch_indices], image_size=size).tolist()
-            # A single-cell map points at its cell's centre: the image's centre.
-            centre_hits += pointing_game_hits(torch.ones(len(batch_indices), 1, 1), box[batch_indices],
-                                              image_size=size).tolist()
-            agree += int((logits.argmax(dim=1) == guess[batch_indices]).sum())
-            checked += len(batch_indices)
-        if cam_indices:
-            true_maps = {}
-            for batch_indices, _, maps, _ in run(cam_indices, truth):
-                true_maps.update(zip(batch_indices, maps, strict=True))
-            for batch_indices, batch, maps, logits in run(cam_indices, guess):
-                probabilities = logits.softmax(dim=1)
-                agree += int((logits.argmax(dim=1) == guess[batch_indices]).sum())
-                checked += len(batch_indices)
-                for k, i in enumerate(batch_indices):
-                    has = bool(has_box[i])
-                    samples.append(_CamSample(
-                        index=i, image_id=ids[i], image=batch[k], true=int(truth[i]), predicted=int(guess[i]),
-                        probability=float(probabilities[k, guess[i]]), predicted_map=maps[k], true_map=true_maps[i],
-                        box=tuple(box[i].tolist()) if has else None,  # type: ignore[arg-type]
-                        hit=bool(pointing_game_hits(true_maps[i][None], box[i][None],
-                                                    image_size=tuple(batch.shape[-2:]))[0]) if has else None,
-                    ))
+        hits, centre_hits = _pointing_game(explain, measured, truth=truth, box=box)
+        samples = _cam_samples(explain, cam_indices, truth=truth, guess=guess, ids=ids, box=box, has_box=has_box)
+    explain.check_alignment()
 
-    # Misaligned images and predictions would make every picture and the score wrong:
-    # refuse them. Mixed precision may flip a near tie, so a few differences are fine.
-    if checked and checked - agree > max(1, 0.05 * checked):
-        raise ValueError(
-            f"the model predicts differently from `predictions` on {checked - agree} of {checked} images; "
-            f"images, labels and predictions must come from the same evaluation, in the same order"
-        )
-
+    for path in earlier:
+        path.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+    # The confusion files: O(N + C^2).
+    confusion = confusion_matrix(truth, guess, num_classes=num_classes)
+    order = confusion_order(confusion)
+    pairs = confused_pairs(truth, guess, num_classes=num_classes, image_ids=ids, top=top_pairs, examples=examples)
+    write_text(out / "confusion.csv", _confusion_csv(confusion, classes))
+    write_text(out / "confused_pairs.csv", _pairs_csv(pairs, classes, examples=examples))
+    paths = [out / "confusion.csv", out / "confused_pairs.csv"]
+    if plot_confusion(out / "confusion.png", confusion, classes=classes, order=order):
+        paths.append(out / "confusion.png")
     mpl = _matplotlib() if samples else None
     if mpl is not None:
-        samples.sort(key=lambda s: (s.correct, s.index))  # the errors first
+        (out / "cam").mkdir(exist_ok=True)
         names = [s.file_name(rank) for rank, s in enumerate(samples, start=1)]
-        for name, s in zip(names, samples, strict=True):
-            _plot_cam_sample(out / "cam" / name, s, classes, *mpl)
+        for name, sample in zip(names, samples, strict=True):
+            _plot_cam_sample(out / "cam" / name, sample, classes, *mpl)
             paths.append(out / "cam" / name)
         _plot_cam_overview(out / "cam" / "overview.png", samples, classes, *mpl)
         write_text(out / "cam" / "index.csv", _cam_index_csv(samples, names, classes))
@@ -973,7 +1002,7 @@ def write_error_analysis(
         pointing_game_images=len(hits),
         pointing_game_ci95=_wilson(scored, len(hits)) if hits else None,
         pointing_game_centre=sum(centre_hits) / len(centre_hits) if centre_hits else None,
-        prediction_agreement=agree / checked if checked else None,
+        prediction_agreement=explain.agreed / explain.checked if explain.checked else None,
         order=order,
         pairs=pairs,
         paths=paths,
