@@ -125,6 +125,32 @@ def test_stem_factory_callable_is_registered_at_top_level():
 
     model = ResNet(layers=(1, 1), widths=(8, 16), stem=tiny_stem, stem_width=8, num_classes=2, features_only=True)
     assert model.stem_names == ("conv1", "bn1", "act1")
-    assert [i["reduction"] for i in model.feature_info] == [2, 2, 4]
+    # Without a `feature` attribute the stem's output is its feature level.
+    assert model.feature_info.module_name() == ["act1", "layer1", "layer2"]
+    assert model.feature_info.reduction() == [2, 2, 4]
     feats = model.eval()(torch.randn(1, 3, 32, 32))
-    assert [f.shape[-1] for f in feats] == [16, 8]
+    assert [f.shape[-1] for f in feats] == [16, 16, 8]
+    scripted = torch.jit.script(model)
+    torch.testing.assert_close(scripted(torch.ones(1, 3, 32, 32)), model(torch.ones(1, 3, 32, 32)))
+
+
+def test_stem_feature_attribute_names_the_tapped_layer():
+    def pooled_stem(in_chans, out_chs, *, norm, act):
+        stem = nn.Sequential()
+        stem.add_module("conv1", nn.Conv2d(in_chans, out_chs, 3, stride=1, padding=1, bias=False))
+        stem.add_module("act1", act())
+        stem.add_module("pool", nn.AvgPool2d(4))
+        stem.reduction, stem.feature = 4, ("act1", 1)
+        return stem
+
+    model = ResNet(layers=(1,), widths=(8,), stem=pooled_stem, stem_width=8, features_only=True).eval()
+    assert model.feature_info.module_name() == ["act1", "layer1"] and model.feature_info.reduction() == [1, 4]
+    assert [f.shape[-1] for f in model(torch.randn(1, 3, 16, 16))] == [16, 4]
+
+    def misnamed(in_chans, out_chs, *, norm, act):
+        stem = pooled_stem(in_chans, out_chs, norm=norm, act=act)
+        stem.feature = ("relu", 1)
+        return stem
+
+    with pytest.raises(ValueError, match="stem's feature names 'relu', which is not one of its children"):
+        ResNet(layers=(1,), widths=(8,), stem=misnamed, stem_width=8)

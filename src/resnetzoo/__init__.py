@@ -42,6 +42,7 @@ _EXPORTS: dict[str, str] = {
     "load_weights": "resnetzoo.remap",
     "save_weights": "resnetzoo.remap",
     "ResNet": "resnetzoo.resnet",
+    "ResNetFeatures": "resnetzoo.resnet",
     "make_stages": "resnetzoo.resnet",
     "ZeroPadShortcut": "resnetzoo.shortcuts",
     "WeightSpec": "resnetzoo.weights",
@@ -52,8 +53,8 @@ _EXPORTS: dict[str, str] = {
 }
 # Subpackages and modules reachable as attributes (``resnetzoo.weights.get_weights``).
 _SUBMODULES = frozenset(
-    {"architectures", "blocks", "cli", "errors", "factories", "inference", "models", "recipes", "registry",
-     "remap", "resnet", "shortcuts", "stems", "weights"}
+    {"architectures", "blocks", "cli", "errors", "factories", "features", "heads", "inference", "models",
+     "recipes", "registry", "remap", "resnet", "shortcuts", "stems", "weights"}
 )
 
 __all__ = sorted([*_EXPORTS, "__version__"], key=str.lower)
@@ -89,6 +90,6 @@ if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, imported e
     from resnetzoo.models import *  # noqa: F403  (one constructor per architecture)
     from resnetzoo.registry import create_model, list_models, register_model
     from resnetzoo.remap import LoadReport, diagnose, load_weights, save_weights
-    from resnetzoo.resnet import ResNet, make_stages
+    from resnetzoo.resnet import ResNet, ResNetFeatures, make_stages
     from resnetzoo.shortcuts import ZeroPadShortcut
     from resnetzoo.weights import WeightSpec, get_weights, list_pretrained, register_weights

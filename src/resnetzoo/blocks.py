@@ -12,17 +12,25 @@ torchvision's key names. A block may define ``zero_init_last()``: the network
 calls it (found with ``hasattr``) to start the residual branch at zero, so a
 custom block joins in just by defining the method. Subclass :class:`BasicBlock`
 or :class:`Bottleneck` to inherit the whole protocol.
-"""
 
-from __future__ import annotations
+Blocks compute the residual branch first and the shortcut after, as torchvision and
+timm do. The output is the same either way, but the order is visible: ``torch.fx``
+lists a traced block's parameters in execution order, and tools that pair layers by
+position (torchvision's feature-extraction checks, converters between libraries)
+expect torchvision's order.
+
+No ``from __future__ import annotations`` here: TorchScript reads these annotations,
+and in a ``torch.fx`` graph that is scripted afterwards a string annotation becomes
+an unknown type name.
+"""
 
 from collections.abc import Callable
 
 import torch
+import torch.fx
 import torch.nn as nn
-from torchvision.ops import StochasticDepth
 
-__all__ = ["BasicBlock", "Bottleneck", "conv1x1", "conv3x3"]
+__all__ = ["BasicBlock", "Bottleneck", "DropPath", "conv1x1", "conv3x3", "drop_path"]
 
 NormFactory = Callable[[int], nn.Module]
 ActFactory = Callable[[], nn.Module]
@@ -40,9 +48,54 @@ def conv1x1(in_chs: int, out_chs: int, *, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(in_chs, out_chs, 1, stride=stride, bias=False)
 
 
+@torch.fx.wrap  # one node in a traced graph: its shape arithmetic needs real tensors
+def drop_path(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """Stochastic depth: zero whole samples of ``x`` with probability ``p``, scale the rest by ``1 / (1 - p)``.
+
+    The same computation, random draws included, as torchvision's
+    ``stochastic_depth(x, p, mode="row")`` and timm's ``drop_path``: with the same seed
+    all three give the same output. Outside training, or with ``p == 0``, ``x`` itself
+    is returned.
+
+    Shape:
+        ``(N, *) -> (N, *)``; one Bernoulli draw per sample.
+    """
+    if not training or p == 0.0:
+        return x
+    keep = 1.0 - p
+    noise = x.new_empty([x.shape[0]] + [1] * (x.dim() - 1)).bernoulli_(keep)
+    if keep > 0.0:
+        noise.div_(keep)
+    return x * noise
+
+
+class DropPath(nn.Module):
+    """Stochastic depth of a residual branch (Huang et al., 2016), as a module: see :func:`drop_path`.
+
+    Our own small module rather than torchvision's ``StochasticDepth``: importing
+    ``torchvision.ops`` costs seconds (it loads ``torch._dynamo``), and building a model
+    must not. Its behaviour is checked against torchvision's in the test suite.
+
+    Args:
+        p: probability of dropping a sample's branch, in ``[0, 1]``.
+    """
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"drop-path probability must be in [0, 1], got {p!r}")
+        self.p = float(p)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return drop_path(x, self.p, self.training)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
 def _drop_path(rate: float) -> nn.Module:
     # Identity when off, so that a plain model has no extra module in its forward.
-    return StochasticDepth(rate, mode="row") if rate > 0 else nn.Identity()
+    return DropPath(rate) if rate > 0 else nn.Identity()
 
 
 def _zero_weight(norm: nn.Module) -> None:
@@ -114,9 +167,11 @@ class BasicBlock(nn.Module):
         _zero_weight(self.bn2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shortcut = x if self.downsample is None else self.downsample(x)
+        shortcut = x
         x = self.act1(self.bn1(self.conv1(x)))
         x = self.drop_path(self.bn2(self.conv2(x)))
+        if self.downsample is not None:
+            shortcut = self.downsample(shortcut)
         x += shortcut  # in place, as torchvision: one activation-sized tensor less per block
         return self.act2(x)
 
@@ -190,9 +245,11 @@ class Bottleneck(nn.Module):
         _zero_weight(self.bn3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shortcut = x if self.downsample is None else self.downsample(x)
+        shortcut = x
         x = self.act1(self.bn1(self.conv1(x)))
         x = self.act2(self.bn2(self.conv2(x)))
         x = self.drop_path(self.bn3(self.conv3(x)))
+        if self.downsample is not None:
+            shortcut = self.downsample(shortcut)
         x += shortcut  # in place, as torchvision: one activation-sized tensor less per block
         return self.act3(x)

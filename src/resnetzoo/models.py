@@ -74,7 +74,7 @@ def _load_pretrained(model: ResNet, arch: str, pretrained: Pretrained) -> None:
     checkpoint = _with_input_channels(read_source(source), model)
     report = load_weights(model, checkpoint, strict=True, ignore_head=True)
     if isinstance(source, WeightSpec):
-        model.pretrained_cfg = source
+        model.weight_spec = source
     if report.head_mismatch:
         logger.info(
             "%s: loaded the backbone from %s; its classifier does not fit the model's %d classes, "

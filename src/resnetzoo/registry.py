@@ -98,7 +98,8 @@ def create_model(name: str, *, pretrained: Any = False, **kwargs: Any) -> nn.Mod
             architecture's default weights), a tag, a full ``arch.tag`` name, a checkpoint
             path, an ``hf-hub:`` reference or a URL (see
             :func:`resnetzoo.weights.pretrained_source`).
-        **kwargs: passed to the constructor (``num_classes``, factories, …).
+        **kwargs: passed to the constructor (``num_classes``, factories, ``device``,
+            ``dtype``, …).
 
     Raises:
         ValueError: unknown architecture (the message suggests close names), or a tag
@@ -112,12 +113,17 @@ def create_model(name: str, *, pretrained: Any = False, **kwargs: Any) -> nn.Mod
         close = difflib.get_close_matches(arch, models, n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise ValueError(f"unknown model {arch!r}{hint} (see resnetzoo.list_models())")
+    spec = None
     if tag is not None:
-        get_weights(arch, tag)  # an unknown tag is a mistake even when nothing is loaded
+        spec = get_weights(arch, tag)  # an unknown tag is a mistake even when nothing is loaded
         if pretrained is True:
             pretrained = tag
         elif pretrained is False or pretrained is None:
             logger.warning("%s: built with random weights; pass pretrained=True to load the %s weights", name, tag)
         elif isinstance(pretrained, str) and pretrained.strip().lower() != "none" and pretrained not in (tag, name):
             raise ValueError(f"model name {name!r} names tag {tag!r} but pretrained={pretrained!r}; give one")
-    return models[arch](pretrained=pretrained, **kwargs)
+    model = models[arch](pretrained=pretrained, **kwargs)
+    if spec is not None and getattr(model, "weight_spec", spec) is None:
+        # As timm: "arch.tag" without its weights still carries the tag's preprocessing config.
+        model.weight_spec = spec
+    return model

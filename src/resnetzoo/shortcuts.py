@@ -7,8 +7,6 @@ identity. Returning an ``nn.Sequential`` keeps the state-dict names that torchvi
 (``downsample.0``/``.1``) and timm's ResNet-D (``downsample.1``/``.2``) use.
 """
 
-from __future__ import annotations
-
 from collections.abc import Callable
 
 import torch
@@ -37,14 +35,19 @@ def avgpool_shortcut(
 
     A strided 1x1 convolution ignores three quarters of its input; pooling first lets
     every pixel contribute (Bag of Tricks, He et al. 2019). At stride 1 the pool is an
-    ``nn.Identity``. Keys: ``downsample.1.weight`` (conv), ``downsample.2.*`` (norm), as
-    timm's ``resnet*d``.
+    ``nn.Identity``, except in a dilated stage (``output_stride`` < 32), where it is a
+    2x2 stride-1 pool padded by one zero row and column at the bottom and right, as
+    timm's ``AvgPool2dSame``, so that timm's dilated ``resnet*d`` and ours compute the
+    same. Keys: ``downsample.1.weight`` (conv), ``downsample.2.*`` (norm), as timm's
+    ``resnet*d``.
     """
-    pool: nn.Module = (
-        nn.Identity()
-        if stride == 1
-        else nn.AvgPool2d(2, stride, ceil_mode=True, count_include_pad=False)
-    )
+    pool: nn.Module
+    if stride > 1:
+        pool = nn.AvgPool2d(2, stride, ceil_mode=True, count_include_pad=False)
+    elif dilation > 1:
+        pool = nn.Sequential(nn.ZeroPad2d((0, 1, 0, 1)), nn.AvgPool2d(2, 1))
+    else:
+        pool = nn.Identity()
     return nn.Sequential(pool, conv1x1(in_chs, out_chs), norm(out_chs))
 
 

@@ -3,11 +3,16 @@
 A stem factory has the signature ``stem(in_chans, out_chs, *, norm, act)`` and
 returns an ``nn.Sequential`` whose *named* children the network registers at its
 top level, in order. That is how the default stem keeps torchvision's keys
-(``conv1``, ``bn1``) instead of ``stem.conv1``. A stem reduces resolution by 4
-unless the returned module sets a ``reduction`` attribute saying otherwise.
-"""
+(``conv1``, ``bn1``) instead of ``stem.conv1``.
 
-from __future__ import annotations
+Two optional attributes of the returned module describe it to the network:
+
+- ``reduction``: how much the whole stem reduces the resolution (default 4);
+- ``feature``: ``(child_name, reduction)`` of the stem's feature map, feature index 0
+  of :meth:`~resnetzoo.ResNet.forward_intermediates` and ``feature_info``. The built-in
+  stems say ``("act1", 2)``: the activation before the max-pool, as timm. Without it
+  the stem's last child's output (at ``reduction``) is the feature.
+"""
 
 from collections import OrderedDict
 from collections.abc import Callable
@@ -19,10 +24,17 @@ from resnetzoo.blocks import conv3x3
 __all__ = ["classic_stem", "deep_stem"]
 
 
-def _norm_act_pool(
-    out_chs: int, norm: Callable[[int], nn.Module], act: Callable[[], nn.Module]
-) -> list[tuple[str, nn.Module]]:
-    return [("bn1", norm(out_chs)), ("act1", act()), ("maxpool", nn.MaxPool2d(3, stride=2, padding=1))]
+def _with_norm_act_pool(
+    conv: nn.Module, out_chs: int, norm: Callable[[int], nn.Module], act: Callable[[], nn.Module]
+) -> nn.Sequential:
+    stem = nn.Sequential(
+        OrderedDict(
+            conv1=conv, bn1=norm(out_chs), act1=act(), maxpool=nn.MaxPool2d(3, stride=2, padding=1)
+        )
+    )
+    stem.reduction = 4
+    stem.feature = ("act1", 2)  # before the max-pool, where timm and detectors tap the stem
+    return stem
 
 
 def classic_stem(
@@ -38,7 +50,7 @@ def classic_stem(
     ``(N, in_chans, H, W) -> (N, out_chs, ceil(H / 4), ceil(W / 4))``.
     """
     conv = nn.Conv2d(in_chans, out_chs, 7, stride=2, padding=3, bias=False)
-    return nn.Sequential(OrderedDict([("conv1", conv), *_norm_act_pool(out_chs, norm, act)]))
+    return _with_norm_act_pool(conv, out_chs, norm, act)
 
 
 def deep_stem(
@@ -65,4 +77,4 @@ def deep_stem(
         act(),
         conv3x3(mid, out_chs),
     )
-    return nn.Sequential(OrderedDict([("conv1", conv), *_norm_act_pool(out_chs, norm, act)]))
+    return _with_norm_act_pool(conv, out_chs, norm, act)
