@@ -23,7 +23,7 @@ an unknown type name to TorchScript) and why ``forward`` walks ``named_children(
 import contextlib
 import math
 import re
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -33,7 +33,7 @@ from torch.fx._symbolic_trace import is_fx_symbolic_tracing
 from torch.utils.checkpoint import checkpoint
 
 from resnetzoo.factories import resolve
-from resnetzoo.features import FeatureInfo, normalize_indices, take_indices
+from resnetzoo.features import FeatureInfo, take_indices
 from resnetzoo.heads import GlobalPool
 from resnetzoo.weights.records import IMAGENET_MEAN, IMAGENET_STD
 
@@ -569,7 +569,7 @@ class ResNet(nn.Module):
         Returns:
             The absolute indices, for ``forward_intermediates(x, indices=...)``.
         """
-        taken, max_index = take_indices(len(self.feature_info), _as_index_list(indices))
+        taken, max_index = take_indices(len(self.feature_info), indices)
         for stage_index, name in enumerate(self.stage_names, start=1):
             if stage_index > max_index:
                 setattr(self, name, nn.Sequential())  # empty, not removed: forward still walks it
@@ -722,7 +722,3 @@ class ResNetFeatures(ResNet):
         take = [i for i in self.out_indices]
         return self._intermediates(x, take, max(take), True)[1]
 
-
-def _as_index_list(indices: int | Iterable[int] | None) -> int | list[int] | None:
-    # timm passes tuples (FeatureGetterNet's out_indices) where its annotation says list.
-    return indices if indices is None or isinstance(indices, int) else list(indices)
