@@ -29,7 +29,7 @@ _SCRIPT = textwrap.dedent(
     model = resnetzoo.resnet18(pretrained=True).eval()
     with torch.no_grad():
         out["logits"] = model(x).tolist()
-    out["cfg"] = model.pretrained_cfg.name
+    out["cfg"] = model.weight_spec.name
     out["report_ok"] = model.load_report.ok
 
     finetune = resnetzoo.create_model("resnet18.tv_in1k", pretrained=True, num_classes=200)

@@ -113,12 +113,16 @@ def draw_network(path: Path, *, arch: str = "resnet50", size: int = 224) -> None
     import resnetzoo
 
     model = resnetzoo.create_model(arch).eval()
-    with torch.no_grad():
-        shapes = [
-            tuple(f.shape[1:])
-            for f in model.forward_intermediates(torch.zeros(1, 3, size, size), indices=range(5))
-        ]
+    # The stem box shows what leaves the stem (after its max-pool), not its feature level.
     names = model.stem_names
+    stem_out: list[tuple[int, ...]] = []
+    hook = model.get_submodule(names[-1]).register_forward_hook(
+        lambda module, args, out: stem_out.append(tuple(out.shape[1:]))
+    )
+    with torch.no_grad():
+        levels = model.forward_intermediates(torch.zeros(1, 3, size, size), intermediates_only=True)
+    hook.remove()
+    shapes = [stem_out[0], *(tuple(f.shape[1:]) for f in levels[1:])]
     stem = "\n".join(" · ".join(names[i : i + 2]) for i in range(0, len(names), 2))
     block = type(model.layer1[0]).__name__
     boxes = [

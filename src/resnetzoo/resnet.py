@@ -346,7 +346,7 @@ class ResNet(nn.Module):
                 raise ValueError(
                     f"feature_cls must be one of {FEATURE_CLASSES} (both return a list of feature maps), "
                     f"got {feature_cls!r}; to use a timm feature wrapper class, wrap a classification "
-                    f"model yourself, e.g. timm.models.FeatureGetterNet(model, out_indices=...)"
+                    f"model yourself, e.g. timm.models._features.FeatureGetterNet(model, out_indices=...)"
                 )
         elif out_indices is not None or feature_cls is not None:
             raise ValueError(
