@@ -95,6 +95,12 @@ def test_features_only_returns_the_five_timm_levels():
     with pytest.raises(ValueError, match="no classifier"):
         model.reset_classifier(3)
 
+    class Custom(ResNet):
+        pass
+
+    with pytest.raises(TypeError, match="subclass ResNetFeatures instead"):
+        Custom(**TINY, features_only=True)
+
 
 @pytest.mark.parametrize(("out_indices", "expected"), [((1, 3), (1, 3)), ((-1,), (4,)), (2, (3, 4)), ([4, 0], (0, 4))])
 def test_features_only_out_indices_accept_timm_forms(out_indices, expected):

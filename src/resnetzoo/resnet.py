@@ -273,6 +273,8 @@ class ResNet(nn.Module):
             (``num_features``, twice that with ``"catavgmax"``).
         inplanes: channels out of the last stage, as torchvision's attribute (its FPN
             helpers read it).
+        out_indices: the feature levels ``forward`` returns with ``features_only``
+            (absolute, ascending; every level for a classifier).
         stem_names: names of the stem modules, registered at top level, in order.
         stage_names: names of the stages (``"layer1"`` …), in order.
         weight_spec: the :class:`~resnetzoo.weights.WeightSpec` of the weights this model
@@ -342,6 +344,11 @@ class ResNet(nn.Module):
             if not 0.0 <= rate < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {rate!r}")
         if features_only:
+            if not isinstance(self, ResNetFeatures):
+                raise TypeError(
+                    f"features_only=True builds a ResNetFeatures backbone; {type(self).__name__} is a "
+                    f"ResNet subclass whose forward returns logits: subclass ResNetFeatures instead"
+                )
             if feature_cls is not None and feature_cls not in FEATURE_CLASSES:
                 raise ValueError(
                     f"feature_cls must be one of {FEATURE_CLASSES} (both return a list of feature maps), "
