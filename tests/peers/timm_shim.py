@@ -11,10 +11,11 @@ What it selects:
 - every item whose ``model_name`` is a resnetzoo architecture (with or without a
   ``.tag``) among ``RESNETZOO_PEER_ARCHS`` (a comma-separated list, or ``all``; the
   default is a representative subset: a basic, a bottleneck, a ResNeXt and a D model);
-- timm's fixed-name items that name a resnetzoo architecture (``resnet18``,
-  ``resnet50d``) or ``test_resnet``, timm's tiny test ResNet, built here from
-  resnetzoo parts with timm's layout (deep stem, average-pool shortcut, widths
-  32/48/48/96, one block per stage);
+- timm's fixed-name items (a ``model_name`` list, or a literal
+  ``create_model("...")`` in an unparametrized test) that name only resnetzoo
+  architectures (``resnet18``, ``resnet50d``) or ``test_resnet``, timm's tiny test
+  ResNet, built here from resnetzoo parts with timm's layout (deep stem, average-pool
+  shortcut, widths 32/48/48/96, one block per stage);
 - not the items that need the network (``test_model_inference``,
   ``test_model_load_pretrained``, ``test_model_features_pretrained``).
 
@@ -24,7 +25,9 @@ Everything else in the file tests other timm architectures and is deselected.
 from __future__ import annotations
 
 import fnmatch
+import inspect
 import os
+import re
 from collections.abc import Iterable
 
 import pytest
@@ -136,11 +139,24 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "timeout(seconds): per-test time limit (pytest-timeout)")
 
 
+def _named_models(item: pytest.Item) -> list[str]:
+    """The model names an item builds: its ``model_name`` parameter, else the literal names in
+    its ``create_model("...")`` calls (timm's unparametrized tests name their model inline)."""
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    if "model_name" in params:
+        return [params["model_name"]]
+    try:
+        source = inspect.getsource(item.function)
+    except (OSError, TypeError):
+        return []
+    return re.findall(r"create_model\(\s*['\"]([\w.]+)['\"]", source)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     keep, drop = [], []
     for item in items:
-        params = getattr(getattr(item, "callspec", None), "params", {})
-        applicable = _ours(params.get("model_name")) and item.originalname not in NETWORK_TESTS
+        names = _named_models(item)
+        applicable = bool(names) and all(map(_ours, names)) and item.originalname not in NETWORK_TESTS
         (keep if applicable else drop).append(item)
     if drop:
         config.hook.pytest_deselected(items=drop)
