@@ -97,11 +97,77 @@ def test_corrupt_cached_file_raises_and_is_not_deleted(server, tmp_path):
     assert cached.exists() and server.hits == []
 
 
-def test_cached_file_without_checksum_is_used_as_is(server, tmp_path):
-    url = server.add("/plain.pth")
+def test_a_file_found_by_name_only_is_never_trusted_without_a_checksum(server, tmp_path):
+    # An older cache (or a user) put a file of that name there; nothing says it came from this URL.
+    url = server.add("/org/plain.pth")
     (tmp_path / "plain.pth").write_bytes(b"mine")
-    assert download_url(url, cache_dir=tmp_path, progress=False).read_bytes() == b"mine"
+    path = download_url(url, cache_dir=tmp_path, progress=False)
+    assert path.read_bytes() == PAYLOAD and server.hits == ["/org/plain.pth"]
+    assert (tmp_path / "plain.pth").read_bytes() == b"mine"  # the user's file is left alone
+
+
+def test_a_file_found_by_name_is_used_when_the_checksum_proves_it(server, tmp_path):
+    url = server.add("/org/model.safetensors")
+    (tmp_path / "model.safetensors").write_bytes(PAYLOAD)
+    assert download_url(url, sha256=DIGEST, cache_dir=tmp_path, progress=False) == tmp_path / "model.safetensors"
     assert server.hits == []
+
+
+def test_two_urls_with_the_same_file_name_are_two_cache_entries(server, tmp_path):
+    other = safetensors_bytes({"conv.weight": torch.zeros(2, 3, 2, 2), "fc.bias": torch.zeros(5)})
+    url_a = server.add("/orgA/model.safetensors")
+    url_b = server.add("/orgB/model.safetensors", other)
+    path_a = download_url(url_a, cache_dir=tmp_path, progress=False)
+    path_b = download_url(url_b, cache_dir=tmp_path, progress=False)
+    assert path_a != path_b and path_a.name == path_b.name == "model.safetensors"
+    assert path_a.read_bytes() == PAYLOAD and path_b.read_bytes() == other
+    # Cached: both come back without the network, each its own.
+    server.stop()
+    assert download_url(url_b, cache_dir=tmp_path, progress=False).read_bytes() == other
+    assert download_url(url_a, cache_dir=tmp_path, progress=False).read_bytes() == PAYLOAD
+
+
+def test_two_urls_with_the_same_file_name_load_their_own_weights(server, monkeypatch, tmp_path):
+    # The path a user takes: read_source, then the report, which must name and hold the right file.
+    monkeypatch.setenv("RESNETZOO_CACHE", str(tmp_path))
+    other_state = {"conv.weight": torch.zeros(2, 3, 2, 2), "fc.bias": torch.zeros(5)}
+    url_a = server.add("/orgA/model.safetensors")
+    url_b = server.add("/orgB/model.safetensors", safetensors_bytes(other_state))
+    assert torch.equal(read_source(url_a).obj["conv.weight"], STATE["conv.weight"])
+    loaded_b = read_source(url_b)
+    assert loaded_b.origin == url_b and torch.equal(loaded_b.obj["conv.weight"], other_state["conv.weight"])
+
+
+def test_an_unverified_download_records_its_sha256_and_checks_it_on_every_use(server, tmp_path):
+    url = server.add("/org/plain.pth")
+    path = download_url(url, cache_dir=tmp_path, progress=False)
+    record = json.loads(path.with_name(path.name + ".source.json").read_text())
+    assert record == {"source": url, "file": "plain.pth", "size": len(PAYLOAD), "sha256": DIGEST}
+    path.write_bytes(PAYLOAD[:-1] + b"X")  # corrupted (or replaced) in the cache
+    with pytest.raises(ChecksumError, match="was recorded when it was downloaded") as info:
+        download_url(url, cache_dir=tmp_path, progress=False)
+    assert str(path) in str(info.value) and path.exists()  # named, never deleted for you
+    assert server.hits == ["/org/plain.pth"]
+
+
+def test_an_unverified_download_is_capped_in_size(server, monkeypatch, tmp_path):
+    url = server.add("/org/big.pth")
+    with pytest.raises(WeightsUnavailableError, match="more than the limit of 100") as info:
+        download_url(url, cache_dir=tmp_path, progress=False, max_bytes=100)
+    assert "Without a published checksum a download is capped" in str(info.value)
+    assert list(tmp_path.iterdir()) == []
+    seen: dict[str, object] = {}
+
+    def spy(url: str, dest: Path, **kwargs: object) -> str:
+        seen.update(kwargs)
+        dest.write_bytes(PAYLOAD)
+        return DIGEST
+
+    monkeypatch.setattr(download_module, "http_download", spy)
+    download_url(server.add("/org/default-cap.pth"), cache_dir=tmp_path, progress=False)
+    assert seen["max_bytes"] == download_module.UNVERIFIED_MAX_BYTES == 2 << 30
+    download_url(server.add("/org/verified.pth"), sha256=DIGEST, cache_dir=tmp_path, progress=False)
+    assert seen["max_bytes"] is None  # the checksum bounds what is accepted
 
 
 @pytest.mark.parametrize("variable", ["RESNETZOO_OFFLINE", "HF_HUB_OFFLINE"])
@@ -110,7 +176,7 @@ def test_offline_and_not_cached_fails_fast_naming_the_file(monkeypatch, tmp_path
     url = "http://10.255.255.1/models/resnet50-0676ba61.pth"  # unroutable: a network try would hang
     start = time.perf_counter()
     with pytest.raises(WeightsUnavailableError) as info:
-        download_url(url, cache_dir=tmp_path, progress=False)
+        download_url(url, sha256_prefix="0676ba61", cache_dir=tmp_path, progress=False)
     assert time.perf_counter() - start < 1.0
     message = _text(info, tmp_path)
     assert "resnet50-0676ba61.pth" in message and url in message and "offline mode is on" in message
@@ -244,22 +310,20 @@ def test_fetch_reports_every_failed_source(monkeypatch):
     assert "load_weights(model, '/path/to/file')" in message
 
 
-def test_hub_download_stays_local_when_resnetzoo_offline(monkeypatch):
-    # RESNETZOO_OFFLINE alone (huggingface_hub itself online) must still keep the Hub call local.
+def test_hub_download_stays_local_when_resnetzoo_offline(monkeypatch, tmp_path):
+    # RESNETZOO_OFFLINE alone (huggingface_hub itself online) must still keep the Hub call local:
+    # not even hf_hub_download(local_files_only=True), which fetches an agent registry from the Hub.
     import huggingface_hub
     from huggingface_hub.errors import LocalEntryNotFoundError
 
-    seen: dict[str, object] = {}
+    def no_network(*args: object, **kwargs: object) -> str:
+        raise AssertionError("hf_hub_download must not be called offline")
 
-    def fake_hf_hub_download(repo_id: str, filename: str, **kwargs: object) -> str:
-        seen.update(kwargs)
-        raise LocalEntryNotFoundError("not cached")
-
-    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_hf_hub_download)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", no_network)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     monkeypatch.setenv("RESNETZOO_OFFLINE", "1")
     with pytest.raises(WeightsUnavailableError, match="offline mode is on") as info:
         download_module.hub_download("org/repo", "model.safetensors", progress=False)
-    assert seen["local_files_only"] is True
     assert "hf download org/repo model.safetensors" in str(info.value)
     assert isinstance(info.value.__cause__, LocalEntryNotFoundError)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import builtins
+import hashlib
 import pickle
 from collections import OrderedDict
 from pathlib import Path
@@ -230,9 +231,15 @@ def test_read_source_weight_spec_uses_the_cache(monkeypatch, tmp_path):
     monkeypatch.setenv("RESNETZOO_CACHE", str(tmp_path))
     monkeypatch.setenv("RESNETZOO_OFFLINE", "1")
     torch.save(STATE, tmp_path / "testnet.pth")
-    spec = WeightSpec(arch="testnet", tag="local", url="https://example.invalid/testnet.pth")
+    digest = hashlib.sha256((tmp_path / "testnet.pth").read_bytes()).hexdigest()
+    # Found by its name only, the file is used because the record's checksum proves it.
+    spec = WeightSpec(arch="testnet", tag="local", url="https://example.invalid/testnet.pth", sha256=digest)
     loaded = read_source(spec)
     assert loaded.origin.startswith("testnet.local (") and _same_tensors(loaded.obj, STATE)
+    # Without a checksum nothing proves that the file of that name came from this URL.
+    unverified = WeightSpec(arch="testnet", tag="other", url="https://example.invalid/testnet.pth")
+    with pytest.raises(WeightsUnavailableError, match="not in the cache"):
+        read_source(unverified)
 
 
 @pytest.mark.parametrize(

@@ -19,6 +19,10 @@ Each mechanism lives here once, so that a fix reaches every caller (the weights 
   request, refusing HTML error pages, and failing at once for a host that already
   proved unreachable in this process (offline, a firewall) instead of waiting out
   the same timeout again.
+- :func:`probe_hosts` / :func:`check_reachable`: one quick connection attempt per host
+  and process, several hosts at once, so that an offline machine learns within
+  seconds that a host cannot be reached (no DNS, no route, a firewall), instead of
+  waiting out a library's retries.
 - :func:`open_regular`: open a file for reading only if it is a regular file, so a
   FIFO or device named ``x.pt`` cannot hang or flood a reader.
 
@@ -37,11 +41,13 @@ import os
 import re
 import socket
 import stat
+import threading
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -49,12 +55,15 @@ from resnetzoo.errors import ChecksumError, DownloadError
 
 __all__ = [
     "OFFLINE_VARIABLES",
+    "PROBE_TIMEOUT_S",
     "atomic_path",
+    "check_reachable",
     "file_digest",
     "http_download",
     "is_offline",
     "looks_like_html",
     "open_regular",
+    "probe_hosts",
     "remove_orphans",
     "sha256_file",
     "temporary_name",
@@ -78,6 +87,10 @@ _TEMP = re.compile(r"\.(?P<target>.+)\.(?P<host>[A-Za-z0-9_-]+)\.(?P<pid>\d+)\.[
 _DIGESTS: dict[tuple[str, str, int, int, int, bytes], str] = {}
 # host -> why it could not be reached; a second download from it fails at once.
 _UNREACHABLE: dict[str, str] = {}
+# hosts a connection reached in this process: not probed again.
+_REACHABLE: set[str] = set()
+#: Seconds one probe of a host may take (name lookup and TCP connection together).
+PROBE_TIMEOUT_S = 3.0
 
 
 # ------------------------------------------------------------------ environment
@@ -274,6 +287,74 @@ def unreachable_reason(url: str) -> str | None:
     return _UNREACHABLE.get(_host(url))
 
 
+def _probe_target(url: str) -> tuple[str, int]:
+    """Where a request for ``url`` would connect first: the proxy for its scheme, if one is set."""
+    parts = urllib.parse.urlsplit(url)
+    hostname = parts.hostname or ""
+    proxy = urllib.request.getproxies().get(parts.scheme)
+    if proxy and not urllib.request.proxy_bypass(hostname):
+        proxied = urllib.parse.urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+        return proxied.hostname or "", proxied.port or (443 if proxied.scheme == "https" else 80)
+    return hostname, parts.port or (443 if parts.scheme == "https" else 80)
+
+
+def probe_hosts(urls: Iterable[str], *, timeout: float = PROBE_TIMEOUT_S) -> None:
+    """Probe, all at once, the hosts of ``urls`` not probed yet in this process.
+
+    One name lookup and TCP connection per host (to the proxy, when one is configured
+    for the URL's scheme), all bounded together by ``timeout`` seconds: a name lookup
+    can block far longer than any socket timeout, so each runs in a helper thread that
+    is abandoned when time is up. A host that answered is not probed again; one that
+    did not is remembered (:func:`unreachable_reason`), so every later download from it
+    fails at once. A server that answers but errors counts as reachable: its requests
+    keep their own retries.
+    """
+    targets = {}
+    for url in urls:
+        host = _host(url)
+        if host and host not in _UNREACHABLE and host not in _REACHABLE:
+            targets[host] = _probe_target(url)
+    outcomes: dict[str, BaseException | None] = {}
+
+    def connect(host: str, target: tuple[str, int]) -> None:
+        try:
+            socket.create_connection(target, timeout=timeout).close()
+            outcomes[host] = None
+        except OSError as exc:
+            outcomes[host] = exc
+
+    workers = [
+        threading.Thread(target=connect, args=(host, target), name=f"resnetzoo-probe-{host}", daemon=True)
+        for host, target in targets.items()
+    ]
+    for worker in workers:
+        worker.start()
+    deadline = time.monotonic() + timeout
+    for worker in workers:
+        worker.join(max(deadline - time.monotonic(), 0.0))
+    for host, target in targets.items():
+        if host not in outcomes:
+            _UNREACHABLE[host] = f"no answer from {target[0]} within {timeout:g} s"
+        elif outcomes[host] is not None:
+            _UNREACHABLE[host] = str(outcomes[host]) or type(outcomes[host]).__name__
+        else:
+            _REACHABLE.add(host)
+
+
+def check_reachable(url: str, *, timeout: float = PROBE_TIMEOUT_S) -> None:
+    """Fail at once if the host of ``url`` cannot be reached; see :func:`probe_hosts`.
+
+    Raises:
+        DownloadError: the host cannot be resolved or connected to (now or earlier).
+    """
+    host = _host(url)
+    if host in _UNREACHABLE:
+        raise DownloadError(f"cannot reach {host} ({_UNREACHABLE[host]}; not retried in this process)")
+    probe_hosts([url], timeout=timeout)
+    if host in _UNREACHABLE:
+        raise DownloadError(f"cannot reach {host} ({_UNREACHABLE[host]})")
+
+
 def _connection_failed(exc: BaseException) -> bool:
     """The host cannot be resolved or connected to, as opposed to a server that answered."""
     reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
@@ -421,8 +502,8 @@ def http_download(
 
     Raises:
         ValueError: ``url`` is not an http(s) URL.
-        DownloadError: offline mode is on, the host is unreachable (now or earlier in
-            this process), the server answered with an error or an HTML page, or the
+        DownloadError: offline mode is on, the host is unreachable (probed once per
+            process with :func:`check_reachable`), the server answered with an error or an HTML page, or the
             transfer broke off or exceeded ``max_bytes`` (a ``ConnectionError``).
         ChecksumError: the complete file has another sha256 or size; it is deleted.
         OSError: the file cannot be written (a full disk, a read-only folder).
@@ -432,9 +513,7 @@ def http_download(
     dest = Path(dest)
     if is_offline():
         raise DownloadError(f"offline mode is on ({' or '.join(OFFLINE_VARIABLES)}), so {url} was not downloaded")
-    earlier = unreachable_reason(url)
-    if earlier is not None:
-        raise DownloadError(f"cannot reach {_host(url)} ({earlier}; not retried in this process)")
+    check_reachable(url)
     remove_orphans(dest)
     part = dest.with_name(dest.name + ".partial") if resume else temporary_name(dest, suffix="partial")
     transfer = _Transfer(url=url, size=size, max_bytes=max_bytes, on_progress=on_progress)

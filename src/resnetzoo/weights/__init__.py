@@ -18,7 +18,12 @@ from resnetzoo.weights.download import (
     is_offline,
     sha256_file,
 )
-from resnetzoo.weights.files import read_checkpoint
+from resnetzoo.weights.files import (
+    LoadedCheckpoint,
+    read_checkpoint,
+    read_checkpoint_file,
+    read_training_checkpoint,
+)
 from resnetzoo.weights.records import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -29,7 +34,7 @@ from resnetzoo.weights.records import (
     list_pretrained,
     register_weights,
 )
-from resnetzoo.weights.sources import LoadedCheckpoint, pretrained_source, read_source
+from resnetzoo.weights.sources import pretrained_source, read_source
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -47,7 +52,9 @@ __all__ = [
     "list_pretrained",
     "pretrained_source",
     "read_checkpoint",
+    "read_checkpoint_file",
     "read_source",
+    "read_training_checkpoint",
     "register_weights",
     "sha256_file",
 ]

@@ -13,11 +13,11 @@ import json
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from resnetzoo.errors import WeightsUnavailableError
+from resnetzoo._io import open_regular
+from resnetzoo.errors import CheckpointError, WeightsUnavailableError
 from resnetzoo.weights.download import (
     download_url,
     fetch_weights,
@@ -25,18 +25,23 @@ from resnetzoo.weights.download import (
     hash_prefix_from_name,
     hub_download,
 )
-from resnetzoo.weights.files import read_checkpoint
+from resnetzoo.weights.files import LoadedCheckpoint, UnsafeObjects, read_checkpoint_file
 from resnetzoo.weights.records import WeightSpec, get_weights
 
-__all__ = ["LoadedCheckpoint", "pretrained_source", "read_source"]
+__all__ = ["pretrained_source", "read_source"]
 
 _HF_PREFIX = "hf-hub:"
 _HF_REFERENCE = re.compile(r"hf-hub:(?P<repo>[^@:\s]+)(?:@(?P<revision>[^:\s]+))?(?::(?P<file>\S+))?")
 _HF_DEFAULT_FILES = ("model.safetensors", "pytorch_model.bin")
 _URL_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
-# transformers' config.json fields that change what the weights compute or how they are
-# named; passed on as metadata so that the load report can warn (e.g. v1 stride placement).
-_HF_CONFIG_FIELDS = ("model_type", "layer_type", "depths", "hidden_sizes", "downsample_in_bottleneck")
+# Every field of transformers' ResNetConfig that changes what the weights compute or how
+# they are laid out; passed on as metadata so that the load report can honour or refuse
+# each one (remap.report checks them against the model).
+_HF_CONFIG_FIELDS = (
+    "model_type", "layer_type", "depths", "hidden_sizes", "embedding_size", "num_channels", "hidden_act",
+    "downsample_in_first_stage", "downsample_in_bottleneck",
+)
+_MAX_CONFIG_BYTES = 1 << 20  # a config.json is a few KB
 # A string that is meant as a file: it has a folder part, a home folder or a checkpoint suffix.
 _PATH_LIKE = re.compile(r"[/\\~]|\.(?:pth|pt|bin|ckpt|safetensors|tar|pkl)$", re.IGNORECASE)
 _NO_WEIGHTS = ("", "none", "false")
@@ -46,30 +51,25 @@ _ACCEPTED = (
 )
 
 
-@dataclass(frozen=True)
-class LoadedCheckpoint:
-    """A checkpoint read from a source.
-
-    Attributes:
-        obj: what the source holds: usually a dict of tensors, possibly a nested
-            training checkpoint.
-        metadata: the safetensors ``__metadata__`` (``{}`` otherwise).
-        origin: where it came from, for messages and reports: ``"state dict"``, a
-            path, a URL, an ``hf-hub:`` reference, or a weight name with its file.
-    """
-
-    obj: Any
-    metadata: dict[str, str]
-    origin: str
-
-
 def _config_metadata(config_path: Path | None) -> dict[str, str]:
-    if config_path is None or not config_path.is_file():
+    if config_path is None or not config_path.exists():
         return {}
     try:
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}  # the config only adds hints; the weights still load without it
+        with open_regular(config_path) as f:
+            text = f.read(_MAX_CONFIG_BYTES + 1)
+    except (OSError, ValueError) as exc:  # a folder, FIFO or device: never block on it
+        raise CheckpointError(f"cannot read {config_path}: {exc}") from exc
+    try:
+        config = json.loads(text.decode("utf-8")) if len(text) <= _MAX_CONFIG_BYTES else None
+    except ValueError:
+        config = None
+    if not isinstance(config, dict):
+        # The config decides what the weights compute (v1 or v1.5, the activation ...):
+        # loading without it could give outputs that look right and are not.
+        raise CheckpointError(
+            f"{config_path} is not a readable JSON config (corrupt, or over {_MAX_CONFIG_BYTES:,} bytes); "
+            f"fix or remove it, or pass the weights file itself"
+        )
     return {
         k: config[k] if isinstance(config[k], str) else json.dumps(config[k])
         for k in _HF_CONFIG_FIELDS
@@ -77,18 +77,22 @@ def _config_metadata(config_path: Path | None) -> dict[str, str]:
     }
 
 
-def _from_file(path: Path, origin: str, *, config: Path | None = None) -> LoadedCheckpoint:
+def _from_file(
+    path: Path, origin: str, *, config: Path | None = None, unsafe_objects: UnsafeObjects = "refuse"
+) -> LoadedCheckpoint:
     if path.is_dir():
-        return _from_folder(path, origin)
-    obj, metadata = read_checkpoint(path)
-    return LoadedCheckpoint(obj, {**_config_metadata(config), **metadata}, origin)
+        return _from_folder(path, origin, unsafe_objects=unsafe_objects)
+    loaded = read_checkpoint_file(path, unsafe_objects=unsafe_objects)
+    return LoadedCheckpoint(loaded.obj, {**_config_metadata(config), **loaded.metadata}, origin, loaded.recovered)
 
 
-def _from_folder(folder: Path, origin: str) -> LoadedCheckpoint:
+def _from_folder(folder: Path, origin: str, *, unsafe_objects: UnsafeObjects) -> LoadedCheckpoint:
     # A transformers save_pretrained() folder: the weights file and the config beside it.
     for name in _HF_DEFAULT_FILES:
         if (folder / name).is_file():
-            return _from_file(folder / name, f"{origin}/{name}", config=folder / "config.json")
+            return _from_file(
+                folder / name, f"{origin}/{name}", config=folder / "config.json", unsafe_objects=unsafe_objects
+            )
     raise WeightsUnavailableError(
         f"{folder} is a folder without {' or '.join(_HF_DEFAULT_FILES)}; pass the weights file itself"
     )
@@ -101,10 +105,10 @@ def _hub_config(repo: str, revision: str | None) -> Path | None:
         return None  # optional: repos of plain checkpoints have no config
 
 
-def _from_url(url: str) -> LoadedCheckpoint:
+def _from_url(url: str, *, unsafe_objects: UnsafeObjects) -> LoadedCheckpoint:
     # torch.hub's convention: "name-<sha256 prefix>.ext"; verify when the name carries one.
     path = download_url(url, sha256_prefix=hash_prefix_from_name(file_name_from_url(url)))
-    return _from_file(path, url)
+    return _from_file(path, url, unsafe_objects=unsafe_objects)
 
 
 def _missing_file(exc: WeightsUnavailableError) -> bool:
@@ -113,7 +117,7 @@ def _missing_file(exc: WeightsUnavailableError) -> bool:
     return isinstance(exc.__cause__, EntryNotFoundError)
 
 
-def _from_hub(reference: str) -> LoadedCheckpoint:
+def _from_hub(reference: str, *, unsafe_objects: UnsafeObjects) -> LoadedCheckpoint:
     match = _HF_REFERENCE.fullmatch(reference)
     if match is None:
         raise ValueError(
@@ -123,7 +127,9 @@ def _from_hub(reference: str) -> LoadedCheckpoint:
     repo, revision, file = match.group("repo", "revision", "file")
     at = f"@{revision}" if revision else ""
     if file is not None:
-        return _from_file(hub_download(repo, file, revision=revision), f"hf-hub:{repo}{at}:{file}")
+        return _from_file(
+            hub_download(repo, file, revision=revision), f"hf-hub:{repo}{at}:{file}", unsafe_objects=unsafe_objects
+        )
     config = _hub_config(repo, revision)
     failures: list[str] = []
     for candidate in _HF_DEFAULT_FILES:
@@ -134,7 +140,7 @@ def _from_hub(reference: str) -> LoadedCheckpoint:
                 raise
             failures.append(f"  {candidate}: {exc}")
             continue
-        return _from_file(path, f"hf-hub:{repo}{at}:{candidate}", config=config)
+        return _from_file(path, f"hf-hub:{repo}{at}:{candidate}", config=config, unsafe_objects=unsafe_objects)
     raise WeightsUnavailableError(
         f"hf-hub:{repo}{at} has none of the default weight files, or they are not cached:\n"
         + "\n".join(failures)
@@ -142,7 +148,9 @@ def _from_hub(reference: str) -> LoadedCheckpoint:
     )
 
 
-def read_source(source: Mapping[str, Any] | str | os.PathLike[str] | WeightSpec) -> LoadedCheckpoint:
+def read_source(
+    source: Mapping[str, Any] | str | os.PathLike[str] | WeightSpec, *, unsafe_objects: UnsafeObjects = "refuse"
+) -> LoadedCheckpoint:
     """Fetch and read weights from any supported source.
 
     Args:
@@ -160,6 +168,8 @@ def read_source(source: Mapping[str, Any] | str | os.PathLike[str] | WeightSpec)
               ``config.json`` (when it has one) as metadata,
             * a :class:`~resnetzoo.weights.WeightSpec`, fetched with
               :func:`~resnetzoo.weights.fetch_weights`.
+        unsafe_objects: for pickled files, ``"refuse"`` (default) or ``"stub"``; see
+            :func:`~resnetzoo.weights.read_checkpoint`.
 
     Returns:
         The :class:`LoadedCheckpoint`.
@@ -174,19 +184,19 @@ def read_source(source: Mapping[str, Any] | str | os.PathLike[str] | WeightSpec)
     """
     if isinstance(source, WeightSpec):
         path = fetch_weights(source)
-        return _from_file(path, f"{source.name} ({path})")
+        return _from_file(path, f"{source.name} ({path})", unsafe_objects=unsafe_objects)
     if isinstance(source, Mapping):
         return LoadedCheckpoint(source, {}, "state dict")
     if isinstance(source, os.PathLike):
-        return _from_file(Path(source), os.fspath(source))
+        return _from_file(Path(source), os.fspath(source), unsafe_objects=unsafe_objects)
     if isinstance(source, str):
         if source.startswith(_HF_PREFIX):
-            return _from_hub(source)
+            return _from_hub(source, unsafe_objects=unsafe_objects)
         if source.startswith(("http://", "https://")):
-            return _from_url(source)
+            return _from_url(source, unsafe_objects=unsafe_objects)
         if _URL_SCHEME.match(source):
             raise ValueError(f"unsupported URL scheme in {source!r}; accepted sources: {_ACCEPTED}")
-        return _from_file(Path(source), source)
+        return _from_file(Path(source), source, unsafe_objects=unsafe_objects)
     raise TypeError(f"cannot read weights from a {type(source).__name__}; accepted sources: {_ACCEPTED}")
 
 
