@@ -84,7 +84,7 @@ def test_transformers_defaults_are_v1_5():
         pytest.param(lambda: torchvision.models.resnet18(), lambda: resnetzoo.resnet18(), "torchvision", id="tv-resnet18"),
         pytest.param(lambda: torchvision.models.resnet50(), lambda: resnetzoo.resnet50(), "torchvision", id="tv-resnet50"),
         pytest.param(lambda: timm.create_model("resnet50", pretrained=False), lambda: resnetzoo.resnet50(), "torchvision", id="timm-resnet50"),
-        pytest.param(lambda: timm.create_model("resnet50d", pretrained=False), lambda: resnetzoo.resnet50d(), "torchvision", id="timm-resnet50d"),
+        pytest.param(lambda: timm.create_model("resnet50d", pretrained=False), lambda: resnetzoo.resnet50d(), "timm", id="timm-resnet50d"),
         pytest.param(
             lambda: transformers.ResNetForImageClassification(_hf_config("bottleneck")),
             lambda: resnetzoo.resnet50(),
@@ -133,18 +133,24 @@ def test_transformers_report_names_rules_and_renames(randomize):
     assert sum(report.rules.values()) == len(report.renamed) == len(source)
 
 
-def test_transformers_v1_folder_warns_unless_the_model_is_v1(tmp_path, randomize):
+def test_transformers_v1_folder_is_refused_unless_the_model_is_v1(tmp_path, randomize):
     from transformers import ResNetConfig, ResNetForImageClassification
 
     config = ResNetConfig(depths=[1, 1, 1, 1], downsample_in_bottleneck=True, num_labels=10)
     hf = randomize(ResNetForImageClassification(config).eval())
     hf.save_pretrained(tmp_path)
     v15 = resnetzoo.ResNet(layers=(1, 1, 1, 1), num_classes=10)
-    report = load_weights(v15, tmp_path)
-    assert report.metadata["downsample_in_bottleneck"] == "true"
-    assert any("ResNet v1 (stride on the first 1x1 conv)" in h for h in report.hints)
+    before = _snapshot(v15)
+    with pytest.raises(WeightsLoadError) as info:
+        load_weights(v15, tmp_path)  # the weights fit; the outputs would not
+    report = info.value.report
+    assert report.metadata["downsample_in_bottleneck"] == "true" and not report.ok
+    assert any("ResNet v1 (its config says downsample_in_bottleneck=true)" in c for c in report.conflicts)
+    assert any("build the model with stride_in_1x1=True" in c for c in report.conflicts)
+    assert _same_state(v15, before)
     v1 = resnetzoo.ResNet(layers=(1, 1, 1, 1), num_classes=10, stride_in_1x1=True)
-    assert load_weights(v1, tmp_path).hints == []
+    report = load_weights(v1, tmp_path)
+    assert report.ok and report.hints == [] and report.conflicts == []
     with torch.no_grad():
         torch.testing.assert_close(v1.eval()(X), hf(X).logits, rtol=1e-5, atol=1e-5)
 
@@ -326,7 +332,7 @@ def test_head_absent_in_model_with_ignore_head(r18_state):
     report = load_weights(model, r18_state, ignore_head=True)
     assert report.unexpected == ["fc.weight", "fc.bias"] and report.head_mismatch
     assert any("1000-class classifier, the model none: its keys ignored" in h for h in report.hints)
-    assert report.summary.endswith("loaded except the classifier")
+    assert report.summary.endswith("loaded every model tensor; 2 checkpoint tensors not used")
 
 
 def test_matching_head_still_loads_with_ignore_head(r18_state):
@@ -422,7 +428,7 @@ def test_bad_model_type():
 def test_conventions_are_named_and_unique():
     names = [c.name for c in CONVENTIONS]
     assert len(names) == len(set(names)) and names[0] == "torchvision"
-    assert get_convention("timm").name == "torchvision"
+    assert get_convention("timm").name == "timm" and get_convention("torchvision").same_names_as == ("timm",)
     with pytest.raises(ValueError, match="known"):
         get_convention("caffe")
     for convention in CONVENTIONS:
@@ -500,7 +506,18 @@ def test_save_weights_shared_tensors(tmp_path):
         assert "arch" not in f.metadata()  # a plain module has no architecture name
 
 
-def test_v1_metadata_hint(tmp_path):
-    path = save_weights(resnetzoo.resnet18(), tmp_path / "v1.safetensors", metadata={"downsample_in_bottleneck": "true"})
-    report = load_weights(resnetzoo.resnet18(), path)
-    assert report.ok and any("ResNet v1" in h and "stride_in_1x1=True" in h for h in report.hints)
+def test_v1_metadata_is_a_conflict_for_bottlenecks_only(tmp_path):
+    tiny = {"layers": (1, 1, 1, 1), "widths": (4, 8, 8, 8), "stem_width": 8, "num_classes": 3}
+    path = save_weights(
+        resnetzoo.ResNet(**tiny, stride_in_1x1=True), tmp_path / "v1.safetensors", metadata={"style": "caffe"}
+    )
+    report = diagnose(resnetzoo.ResNet(**tiny), path)
+    assert not report.ok and "ResNet v1 (its mmpretrain style is 'caffe')" in report.conflicts[0]
+    assert "1 setting the model does not compute" in report.summary
+    # resnetzoo records the stride placement itself: v1 weights into a v1.5 model are refused.
+    plain = save_weights(resnetzoo.ResNet(**tiny, stride_in_1x1=True), tmp_path / "plain.safetensors")
+    assert "stride_in_1x1=True" in diagnose(resnetzoo.ResNet(**tiny), plain).conflicts[0]
+    assert diagnose(resnetzoo.ResNet(**tiny, stride_in_1x1=True), plain).ok
+    # Basic blocks have no 1x1 conv: v1 and v1.5 are the same network.
+    basic = save_weights(resnetzoo.resnet18(), tmp_path / "r18.safetensors", metadata={"style": "caffe"})
+    assert load_weights(resnetzoo.resnet18(), basic).ok

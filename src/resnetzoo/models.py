@@ -64,7 +64,7 @@ def _with_input_channels(checkpoint: LoadedCheckpoint, model: ResNet) -> LoadedC
         kernel.shape[1],
         model.in_chans,
     )
-    return LoadedCheckpoint(weights, checkpoint.metadata, checkpoint.origin)
+    return LoadedCheckpoint(weights, checkpoint.metadata, checkpoint.origin, checkpoint.recovered)
 
 
 def _load_pretrained(model: ResNet, arch: str, pretrained: Pretrained) -> None:
@@ -72,7 +72,9 @@ def _load_pretrained(model: ResNet, arch: str, pretrained: Pretrained) -> None:
     if source is None:
         return
     checkpoint = _with_input_channels(read_source(source), model)
-    report = load_weights(model, checkpoint, strict=True, ignore_head=True)
+    # A weight record knows its library's names (timm's resnet50 = torchvision's): say which.
+    convention = source.convention if isinstance(source, WeightSpec) else None
+    report = load_weights(model, checkpoint, strict=True, ignore_head=True, convention=convention)
     if isinstance(source, WeightSpec):
         model.weight_spec = source
     if report.head_mismatch:

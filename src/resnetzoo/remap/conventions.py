@@ -30,6 +30,7 @@ __all__ = [
     "CONTAINER_KEYS",
     "CONVENTIONS",
     "NATIVE",
+    "TIMM",
     "WRAPPER_PREFIXES",
     "Convention",
     "Remapped",
@@ -60,6 +61,7 @@ WRAPPER_PREFIXES: dict[str, str] = {
 
 # Training checkpoints are rarely nested deeper than this; the limit stops cycles.
 _MAX_NESTING = 4
+_MAX_DIGITS = 6
 
 
 @dataclass(frozen=True)
@@ -81,9 +83,15 @@ class RenameRule:
     offsets: Mapping[str, int] = field(default_factory=dict)
 
     def apply(self, key: str) -> str | None:
-        """Return ``key`` renamed, or ``None`` when the rule does not match it."""
+        """Return ``key`` renamed, or ``None`` when the rule does not match it.
+
+        A number longer than six digits in an offset group is no real stage or layer:
+        the rule does not match (and Python's ``int()`` of thousands of digits is never tried).
+        """
         match = re.match(self.pattern, key)
         if match is None:
+            return None
+        if any(len(match[name] or "") > _MAX_DIGITS for name in self.offsets):
             return None
         groups = {
             name: str(int(value) + self.offsets[name]) if name in self.offsets else value
@@ -97,11 +105,19 @@ class Convention:
     """A library's naming of ResNet tensors: rules tried in order, the first match wins.
 
     Keys that no rule matches keep their names.
+
+    Attributes:
+        name: the library's name, shown in reports.
+        description: what the names look like.
+        rules: the rename rules.
+        same_names_as: other conventions whose names are identical for the usual
+            architectures, so that a checkpoint that fits may come from either.
     """
 
     name: str
     description: str
     rules: tuple[RenameRule, ...] = ()
+    same_names_as: tuple[str, ...] = ()
 
     def rename(self, key: str) -> tuple[str, RenameRule | None]:
         """Return ``(new_key, rule)``; ``rule`` is ``None`` when no rule matched."""
@@ -123,6 +139,8 @@ class Remapped:
         stripped: ``(prefix, number of keys)`` for each wrapper prefix removed.
         renames: ``(checkpoint key, native key, rule name)`` for each renamed key.
         notes: anything else the reader should know (ignored entries, unused EMA weights).
+        same_names_as: conventions that name this checkpoint's keys identically: when
+            the convention was detected, the file may come from any of them.
     """
 
     state_dict: dict[str, torch.Tensor]
@@ -131,6 +149,7 @@ class Remapped:
     stripped: list[tuple[str, int]] = field(default_factory=list)
     renames: list[tuple[str, str, str]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    same_names_as: tuple[str, ...] = ()
 
     def rule_counts(self) -> dict[str, int]:
         """Return rule name → number of keys it renamed, in rule order."""
@@ -211,14 +230,20 @@ _MMPRETRAIN_COMMON = (
 )
 
 #: Native names: torchvision's, and timm's for the ResNet-D variants (the same for ResNet-50).
-NATIVE = Convention("torchvision", "native names (torchvision; timm uses the same)")
+NATIVE = Convention("torchvision", "native names (torchvision; timm uses the same)", same_names_as=("timm",))
 
-# timm's ResNet names are torchvision's, so weight records may say either.
-_ALIASES = {"timm": NATIVE}
+#: timm's names: torchvision's, plus its deep stems (``conv1.0``, ``conv1.1`` …) and
+#: average-pool shortcuts (``downsample.1``/``.2``), which torchvision has no model for.
+TIMM = Convention(
+    "timm", "timm (torchvision's names, plus deep stems conv1.{0,1,3,4,6} and shortcuts downsample.{1,2})"
+)
+# Keys only timm's ResNet-C/D/S variants have: a checkpoint with one is timm's, not torchvision's.
+_TIMM_ONLY = re.compile(r"conv1\.\d+\.|layer\d+\.\d+\.downsample\.2\.")
 
 #: Every known convention; on a tie in detection the earlier one wins.
 CONVENTIONS: tuple[Convention, ...] = (
     NATIVE,
+    TIMM,
     Convention(
         "transformers-ResNetForImageClassification",
         "Hugging Face transformers ResNetForImageClassification (resnet. + classifier.1)",
@@ -357,8 +382,6 @@ def get_convention(name: str) -> Convention:
     Raises:
         ValueError: unknown name; the message lists the known ones.
     """
-    if name in _ALIASES:
-        return _ALIASES[name]
     for convention in CONVENTIONS:
         if convention.name == name:
             return convention
@@ -400,6 +423,13 @@ def to_native(
         scored.append((sum(k in targets for k in renamed), candidate, renamed, renames, collisions))
     # max() keeps the first of equal scores: native wins ties.
     _, chosen, renamed, renames, collisions = max(scored, key=lambda item: item[0])
+    same_names_as: tuple[str, ...] = ()
+    if chosen is NATIVE:
+        # torchvision and timm name a ResNet identically; only timm's own variants tell.
+        if any(_TIMM_ONLY.match(key) for key in renamed):
+            chosen = TIMM
+        elif convention is None:
+            same_names_as = chosen.same_names_as
     return Remapped(
         state_dict=renamed,
         convention=chosen,
@@ -407,4 +437,5 @@ def to_native(
         stripped=stripped,
         renames=renames,
         notes=notes + collisions,
+        same_names_as=same_names_as,
     )

@@ -23,9 +23,11 @@ from safetensors.torch import save_file
 from resnetzoo._io import atomic_path
 from resnetzoo._version import __version__
 from resnetzoo.errors import WeightsLoadError
-from resnetzoo.remap.conventions import NATIVE, to_native
+from resnetzoo.remap.checks import model_facts
+from resnetzoo.remap.conventions import NATIVE, TIMM, to_native
 from resnetzoo.remap.report import LoadReport, build_report
 from resnetzoo.weights import LoadedCheckpoint, read_source
+from resnetzoo.weights.files import UnsafeObjects
 
 __all__ = ["diagnose", "load_weights", "save_weights"]
 
@@ -48,47 +50,76 @@ def _head_prefix(model: nn.Module) -> str:
     return "fc"
 
 
-def _read(source: Any) -> tuple[Any, dict[str, str], str]:
+def _read(source: Any, unsafe_objects: UnsafeObjects) -> LoadedCheckpoint:
     # An already-read checkpoint (the CLI reads once to size the model) keeps its origin.
-    loaded = source if isinstance(source, LoadedCheckpoint) else read_source(source)
-    return loaded.obj, dict(loaded.metadata or {}), loaded.origin
+    return source if isinstance(source, LoadedCheckpoint) else read_source(source, unsafe_objects=unsafe_objects)
 
 
 def _analyse(
-    model: nn.Module, source: Any, *, head_left: bool, convention: str | None
+    model: nn.Module, source: Any, *, head_left: bool, convention: str | None, unsafe_objects: UnsafeObjects
 ) -> tuple[LoadReport, dict[str, torch.Tensor]]:
     """Read, remap and compare; return the report and the native state dict."""
     _check_model(model)
-    obj, metadata, origin = _read(source)
-    if convention is None and metadata.get("convention") in (NATIVE.name, "timm"):
-        convention = NATIVE.name  # written by save_weights (or a timm/torchvision export): no guessing
+    loaded = _read(source, unsafe_objects)
+    metadata = dict(loaded.metadata or {})
+    if convention is None and metadata.get("convention") in (NATIVE.name, TIMM.name):
+        convention = metadata["convention"]  # written by save_weights (or a timm/torchvision export): no guessing
     model_state = model.state_dict()
-    remapped = to_native(obj, target_keys=model_state.keys(), convention=convention)
+    remapped = to_native(loaded.obj, target_keys=model_state.keys(), convention=convention)
     report = build_report(
         remapped,
         model_state,
-        origin=origin,
+        origin=loaded.origin,
         metadata=metadata,
         model_arch=getattr(model, "arch", None),
         head_prefix=_head_prefix(model),
         head_left=head_left,
-        stride_in_1x1=getattr(model, "stride_in_1x1", None),
+        facts=model_facts(model),
+        recovered=loaded.recovered,
     )
     return report, remapped.state_dict
 
 
-def _copy_into(model: nn.Module, state_dict: Mapping[str, torch.Tensor], keys: list[str], zeroed: list[str]) -> None:
-    """Copy ``state_dict[k]`` for ``keys``, and zeros for ``zeroed``, into the model in place."""
-    model_state = model.state_dict()
-    values = {k: state_dict[k] for k in keys} | {k: torch.zeros_like(model_state[k]) for k in zeroed}
-    # load_state_dict copies under no_grad into the existing tensors, so each keeps the
-    # model's dtype and device, and module hooks (_load_from_state_dict) still run.
-    # Every key came from model.state_dict() with its shape checked, so nothing is rejected.
-    model.load_state_dict(values, strict=False)
+def _staged(
+    model_state: Mapping[str, torch.Tensor], state_dict: Mapping[str, torch.Tensor], keys: list[str], zeroed: list[str]
+) -> dict[str, torch.Tensor]:
+    """Every value to copy, already of the model tensor's dtype and on its device.
+
+    Converting is where a copy can fail (out of memory on the device, a tensor that
+    refuses conversion); done for all values before the first copy, a failure leaves
+    the model untouched.
+    """
+    staged = {}
+    for key in keys:
+        target = model_state[key]
+        staged[key] = state_dict[key].detach().to(device=target.device, dtype=target.dtype)
+    for key in zeroed:
+        staged[key] = torch.zeros_like(model_state[key])
+    return staged
+
+
+def _copy_into(
+    model: nn.Module, state_dict: Mapping[str, torch.Tensor], keys: list[str], zeroed: list[str], report: LoadReport
+) -> None:
+    """Copy ``state_dict[k]`` for ``keys``, and zeros for ``zeroed``, into the model in place, all or nothing."""
+    try:
+        staged = _staged(model.state_dict(), state_dict, keys, zeroed)
+    except Exception as exc:  # any failure before the first copy: nothing was changed
+        raise WeightsLoadError(
+            f"cannot load {report.origin}: converting its tensors to the model's dtypes and devices failed "
+            f"({type(exc).__name__}: {exc}); the model is unchanged",
+            report,
+        ) from exc
+    # load_state_dict copies under no_grad into the existing tensors, and module hooks
+    # (_load_from_state_dict) still run. Every key came from model.state_dict() with its
+    # shape, dtype and values checked and converted, so nothing is rejected half-way.
+    model.load_state_dict(staged, strict=False)
 
 
 # --------------------------------------------------------------- public API
-def diagnose(model: nn.Module, source: Any, *, convention: str | None = None) -> LoadReport:
+def diagnose(
+    model: nn.Module, source: Any, *, convention: str | None = None, unsafe_objects: UnsafeObjects = "refuse"
+) -> LoadReport:
     """Report how a checkpoint fits ``model`` without changing the model.
 
     Args:
@@ -101,6 +132,11 @@ def diagnose(model: nn.Module, source: Any, *, convention: str | None = None) ->
             :class:`~resnetzoo.weights.LoadedCheckpoint` already read.
         convention: force a naming convention (see
             :data:`~resnetzoo.remap.conventions.CONVENTIONS`) instead of detecting one.
+        unsafe_objects: for a pickled checkpoint that also holds Python objects other
+            than tensors (an ``argparse.Namespace``, numpy scalars, a whole pickled
+            model): ``"refuse"`` (default) or ``"stub"`` to recover its tensors without
+            running anything from the file (see :func:`~resnetzoo.weights.read_checkpoint`);
+            the objects appear as plain data in ``report.recovered``.
 
     Returns:
         the :class:`~resnetzoo.remap.report.LoadReport` (``loaded`` is ``False``).
@@ -110,7 +146,7 @@ def diagnose(model: nn.Module, source: Any, *, convention: str | None = None) ->
         CheckpointError: the source cannot be read or holds no state dict.
         WeightsUnavailableError: a remote source cannot be fetched.
     """
-    report, _ = _analyse(model, source, head_left=False, convention=convention)
+    report, _ = _analyse(model, source, head_left=False, convention=convention, unsafe_objects=unsafe_objects)
     return report
 
 
@@ -121,6 +157,7 @@ def load_weights(
     strict: bool = True,
     ignore_head: bool = False,
     convention: str | None = None,
+    unsafe_objects: UnsafeObjects = "refuse",
 ) -> LoadReport:
     """Load a checkpoint into ``model`` by name, whatever library saved it.
 
@@ -129,33 +166,42 @@ def load_weights(
     under ``torch.no_grad()`` and keep the model's dtype and device.
     ``num_batches_tracked`` buffers absent from the checkpoint are set to zero.
 
+    Loading is all or nothing: every value is checked (names, shapes, dtypes, finite
+    values, real data) and converted first, and only then copied, so a load that fails
+    leaves the model exactly as it was.
+
     Args:
         model: the network to load into.
         source: as for :func:`diagnose`.
-        strict: ``True``: load only if every key fits, else raise and leave the model
-            unchanged. ``False``: load every tensor whose name and shape fit, report the rest.
+        strict: ``True``: load only if every key fits with usable values and no recorded
+            setting conflicts with the model, else raise and leave the model unchanged.
+            ``False``: load every tensor whose name, shape and values fit, report the rest.
         ignore_head: allow the classifier to differ (other class count, or absent on
             one side, as with ``num_classes=0``) even when strict; it keeps its
             initialisation. A classifier that fits is still loaded.
         convention: force a naming convention instead of detecting one.
+        unsafe_objects: ``"refuse"`` (default) or ``"stub"``; as for :func:`diagnose`.
 
     Returns:
         the :class:`~resnetzoo.remap.report.LoadReport`, also stored as
         ``model.load_report`` and logged at INFO on the ``resnetzoo`` logger.
 
     Raises:
-        WeightsLoadError: ``strict`` and something does not fit; ``.report`` holds the
-            report and the model is unchanged.
+        WeightsLoadError: ``strict`` and something does not fit, or the values cannot
+            be converted to the model's; ``.report`` holds the report and the model is
+            unchanged.
         TypeError: ``model`` is not an ``nn.Module``.
         CheckpointError, WeightsUnavailableError: as for :func:`diagnose`.
     """
-    report, state_dict = _analyse(model, source, head_left=ignore_head or not strict, convention=convention)
-    if strict and report.problem_keys(ignore_head=ignore_head):
+    report, state_dict = _analyse(
+        model, source, head_left=ignore_head or not strict, convention=convention, unsafe_objects=unsafe_objects
+    )
+    if strict and (report.problem_keys(ignore_head=ignore_head) or report.conflicts):
         raise WeightsLoadError(
             f"checkpoint does not fit the model: {report}\nPass strict=False to load what fits.",
             report,
         )
-    _copy_into(model, state_dict, report.matched, report.filled)
+    _copy_into(model, state_dict, report.matched, report.filled, report)
     report.loaded = True
     model.load_report = report
     logger.info("%s%s", report.summary, "".join(f"\n  - {h}" for h in report.hints))
@@ -186,8 +232,8 @@ def save_weights(
     """Write ``model.state_dict()`` as a safetensors file with native key names.
 
     The file's metadata records ``format`` (``"pt"``), ``resnetzoo_version``,
-    ``arch`` (when the model has one) and ``convention`` (``"torchvision"``, the
-    native names), plus ``metadata``; :func:`load_weights` reads them back, so the
+    ``arch`` and ``stride_in_1x1`` (when the model has them) and ``convention``
+    (``"torchvision"``, the native names), plus ``metadata``; :func:`load_weights` reads them back, so the
     file loads without convention detection and a different ``arch`` gets a hint.
     The file is written to a temporary name next to ``path`` and moved into place,
     so an interrupted save never leaves half a file under ``path``.
@@ -220,6 +266,9 @@ def save_weights(
     arch = getattr(model, "arch", None)
     if isinstance(arch, str) and arch:
         header["arch"] = arch
+    stride_in_1x1 = getattr(model, "stride_in_1x1", None)
+    if isinstance(stride_in_1x1, bool):  # v1 or v1.5: the weights alone cannot tell
+        header["stride_in_1x1"] = str(stride_in_1x1).lower()
     header.update(extra)
 
     path.parent.mkdir(parents=True, exist_ok=True)

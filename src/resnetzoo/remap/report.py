@@ -6,12 +6,21 @@ sorts every key into matched, missing, unexpected or shape-mismatched, then adds
 hints a person can act on: the nearest model key for a typo, the architecture a
 checkpoint was saved from (``layer3 has 23 blocks, the model 6``), a classifier
 with another number of classes, BatchNorm statistics that were never saved.
+
+Names and shapes are not all: values that cannot be right (NaN, an integer tensor
+where a float belongs, a meta tensor) and recorded settings the model does not
+compute (v1 stride placement, another activation) are named too
+(:mod:`resnetzoo.remap.checks`), and either makes a strict load refuse.
+
+The work and the report are bounded by the model's and the checkpoint's size: a
+key naming ``layer100000000`` is one unexpected key, not a hundred million stages.
 """
 
 from __future__ import annotations
 
 import difflib
 import functools
+import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -19,6 +28,7 @@ from typing import Any
 
 import torch
 
+from resnetzoo.remap.checks import InvalidTensor, ModelFacts, config_conflicts, invalid_tensors
 from resnetzoo.remap.conventions import WRAPPER_PREFIXES, Remapped
 
 __all__ = [
@@ -32,10 +42,14 @@ __all__ = [
 ]
 
 _NBT = "num_batches_tracked"
-_BLOCK_KEY = re.compile(r"layer(\d+)\.(\d+)\.")
+# Stage and block numbers of a few digits: a longer number is no real layer (and
+# int() of thousands of digits is slow, or refused by Python).
+_BLOCK_KEY = re.compile(r"layer(\d{1,6})\.(\d{1,6})\.")
 # Enough for a reader to see the pattern; the rest is counted ("… and 40 more").
 _MAX_LINES = 10
 _MAX_NEAR_MISS_HINTS = 5
+_MAX_NEAR_MISS_CHECKS = 256  # unexpected keys compared with the missing ones, at most
+_MAX_KEY_SHOWN = 120  # characters of a key shown in a report line
 
 
 @dataclass(frozen=True)
@@ -61,6 +75,10 @@ def _is_head(key: str, head_prefix: str) -> bool:
     return key.startswith(head_prefix + ".")
 
 
+def _short(key: str) -> str:
+    return key if len(key) <= _MAX_KEY_SHOWN else key[: _MAX_KEY_SHOWN - 1] + "…"
+
+
 def _truncated(lines: Sequence[str], limit: int = _MAX_LINES) -> list[str]:
     shown = [f"  {line}" for line in lines[:limit]]
     if len(lines) > limit:
@@ -75,16 +93,23 @@ def _plural(n: int, word: str) -> str:
 def block_counts(keys: Sequence[str] | Mapping[str, Any]) -> tuple[int, ...]:
     """Count residual blocks per stage from native keys (``layer{s}.{b}.…``).
 
+    A stage or block number larger than the number of keys cannot belong to a network
+    whose layers are numbered from 1 (each block has at least one key): such keys are
+    not counted (they show in a report as unexpected), so the result is never longer
+    than ``keys``.
+
     Returns:
         blocks in ``layer1``, ``layer2`` …, e.g. ``(3, 4, 23, 3)`` for ResNet-101;
         ``()`` when no key names a block.
     """
+    limit = len(keys)
     last: dict[int, int] = {}
     for key in keys:
         match = _BLOCK_KEY.match(key)
         if match:
             stage, index = int(match[1]), int(match[2])
-            last[stage] = max(last.get(stage, -1), index)
+            if stage <= limit and index < limit:
+                last[stage] = max(last.get(stage, -1), index)
     return tuple(last.get(s, -1) + 1 for s in range(1, max(last, default=0) + 1))
 
 
@@ -153,6 +178,14 @@ def _classes(shapes: Mapping[str, tuple[int, ...]], head_prefix: str) -> int | N
 def _head_hint(
     ckpt: Mapping[str, tuple[int, ...]], model: Mapping[str, tuple[int, ...]], head_prefix: str, head_left: bool
 ) -> str:
+    ckpt_w, model_w = ckpt.get(f"{head_prefix}.weight"), model.get(f"{head_prefix}.weight")
+    if ckpt_w and model_w and len(ckpt_w) == len(model_w) == 2 and ckpt_w[1] != model_w[1]:
+        # Another input width means another network before the head: ignore_head cannot help.
+        return (
+            f"the checkpoint's classifier takes {ckpt_w[1]} features, the model's {model_w[1]}: the whole "
+            f"network differs, not only its head (another depth or width); build the architecture the "
+            f"checkpoint was saved from"
+        )
     ckpt_n, model_n = _classes(ckpt, head_prefix), _classes(model, head_prefix)
     if ckpt_n and model_n:
         what = f"classifier has {ckpt_n} classes, the model {model_n}"
@@ -201,10 +234,21 @@ def _module_of(key: str) -> str:
 def _near_miss_hints(missing: Sequence[str], unexpected: Sequence[str]) -> list[str]:
     # Only within one block or top-level module: a typo or renamed layer keeps its place,
     # while a key of an extra block (layer3.6 in a 6-block stage) is explained by the
-    # architecture hint, not by its resemblance to some other block's key.
+    # architecture hint, not by its resemblance to some other block's key. Bounded: a
+    # string comparison costs the product of the lengths, so only keys of a real
+    # length, and a few hundred of them, are compared.
+    by_module: dict[str, list[str]] = {}
+    for m in missing:
+        by_module.setdefault(_module_of(m), []).append(m)
     hints = []
+    candidates_checked = 0
     for key in unexpected:
-        candidates = [m for m in missing if _module_of(m) == _module_of(key)]
+        if len(key) > _MAX_KEY_SHOWN or candidates_checked >= _MAX_NEAR_MISS_CHECKS:
+            continue
+        candidates = by_module.get(_module_of(key), [])
+        if not candidates:
+            continue
+        candidates_checked += 1
         close = difflib.get_close_matches(key, candidates, n=1, cutoff=0.85)
         if close:
             hints.append(f"unexpected {key!r} is close to missing {close[0]!r}: a typo or a renamed layer?")
@@ -213,20 +257,45 @@ def _near_miss_hints(missing: Sequence[str], unexpected: Sequence[str]) -> list[
     return hints
 
 
-def _bn_stats_hint(missing: Sequence[str], ckpt: Mapping[str, tuple[int, ...]]) -> str | None:
-    # A norm whose affine weight was saved but not its running mean: saved from
-    # named_parameters() (or a filter) instead of state_dict().
-    # Only a 1-d weight is a norm's: in another architecture the same name may be a conv.
-    stripped = [
-        k[: -len(".running_mean")]
-        for k in missing
-        if k.endswith(".running_mean") and len(ckpt.get(k[: -len(".running_mean")] + ".weight", ())) == 1
-    ]
-    if not stripped:
+def _norms(shapes: Mapping[str, tuple[int, ...]]) -> tuple[set[str], set[str]]:
+    """``(norm modules with running statistics, norm-like modules without)``, from names and shapes.
+
+    A norm-like module has a 1-d ``weight`` (a conv or linear weight has more dimensions).
+    """
+    with_stats = {k[: -len(".running_mean")] for k in shapes if k.endswith(".running_mean")}
+    affine = {k[: -len(".weight")] for k, s in shapes.items() if k.endswith(".weight") and len(s) == 1}
+    return with_stats, affine - with_stats
+
+
+def _norm_hint(
+    ckpt: Mapping[str, tuple[int, ...]], model: Mapping[str, tuple[int, ...]], facts: ModelFacts
+) -> str | None:
+    ckpt_stats, ckpt_plain = _norms(ckpt)
+    model_stats, model_plain = _norms(model)
+    # BatchNorm checkpoint, norms without statistics in the model (GroupNorm): the weights fit.
+    trained_bn = sorted(ckpt_stats & model_plain)
+    if trained_bn:
+        kinds = sorted({facts.module_type(m + ".weight") or "" for m in trained_bn} - {""}) or ["a norm without statistics"]
+        return (
+            f"the checkpoint was trained with BatchNorm (it has running statistics for {len(ckpt_stats)} norm "
+            f"layers, e.g. {_short(trained_bn[0])}), the model uses {', '.join(kinds)}: the weights fit but the "
+            f"outputs would differ; build the model with norm='bn' (the default)"
+        )
+    # Norms with weights but no statistics, where the model keeps statistics.
+    absent = sorted(ckpt_plain & model_stats)
+    if not absent:
         return None
+    kinds = sorted({facts.module_type(m + ".weight") or "" for m in absent} - {""}) or ["BatchNorm"]
+    if not ckpt_stats:
+        return (
+            f"the checkpoint has no running statistics for any of its {len(absent)} norm layers, which the "
+            f"model's {', '.join(kinds)} layers keep: it was trained with GroupNorm or another norm that keeps "
+            f"none (then build the model with norm='gn'), or saved from parameters() rather than state_dict() "
+            f"(then in eval mode these layers would use mean 0, var 1)"
+        )
     return (
-        f"BatchNorm running statistics (running_mean/running_var) are absent for {len(stripped)} "
-        f"layers (e.g. {stripped[0]}) though their weights are there: the checkpoint was probably "
+        f"BatchNorm running statistics (running_mean/running_var) are absent for {len(absent)} "
+        f"layers (e.g. {_short(absent[0])}) though their weights are there: the checkpoint was probably "
         f"saved from parameters() rather than state_dict(); in eval mode those layers would use "
         f"mean 0, var 1"
     )
@@ -242,20 +311,11 @@ def _in_chans_hint(mismatched: Sequence[ShapeMismatch]) -> str | None:
     return None
 
 
-def _metadata_hints(metadata: Mapping[str, str], model_arch: str | None, stride_in_1x1: bool | None) -> list[str]:
+def _metadata_hints(metadata: Mapping[str, str], model_arch: str | None) -> list[str]:
     hints = []
     saved_arch = metadata.get("arch")
     if saved_arch and model_arch and saved_arch != model_arch:
         hints.append(f"the file was saved from {saved_arch}, the model is {model_arch}")
-    # transformers' config calls v1 downsample_in_bottleneck, mmpretrain style='caffe'; the
-    # weights alone cannot tell v1 from v1.5, so only a file that says so gets this hint.
-    v1 = metadata.get("downsample_in_bottleneck", "").lower() == "true" or metadata.get("style") == "caffe"
-    if v1 and stride_in_1x1 is not True:
-        hints.append(
-            "the checkpoint is ResNet v1 (stride on the first 1x1 conv); resnetzoo models are v1.5 "
-            "(stride on the 3x3) unless built with stride_in_1x1=True: the weights load either way "
-            "but the outputs differ"
-        )
     return hints
 
 
@@ -271,15 +331,24 @@ class LoadReport:
         unwrapped: container keys descended into, outermost first.
         stripped_prefixes: ``(prefix, number of keys)`` per wrapper prefix removed.
         rules: rule name → number of keys it renamed.
-        matched: model keys found in the checkpoint with the right shape.
+        matched: model keys found in the checkpoint with the right shape and usable values.
         renamed: every renamed key.
         missing: model keys absent from the checkpoint (``num_batches_tracked`` excluded).
         unexpected: checkpoint keys (native names) the model does not have.
         mismatched: keys in both with different shapes.
+        invalid: keys whose name and shape fit but whose values cannot be right (NaN or
+            infinite values, an integer or complex tensor where the model holds floats, a
+            meta-device or sparse tensor); never loaded.
+        conflicts: settings recorded with the checkpoint that the model does not compute
+            (v1 vs v1.5, the activation, a downsampling first stage), each with the fix.
         filled: ``num_batches_tracked`` buffers absent from the checkpoint, filled with zeros.
         hints: sentences explaining likely causes.
         metadata: the checkpoint file's metadata.
         head_prefix: module name of the classifier (``fc``).
+        same_names_as: other conventions whose names are identical for this checkpoint
+            (``["timm"]`` for a torchvision ResNet-50): it may come from either.
+        recovered: Python objects other than tensors found with ``unsafe_objects="stub"``,
+            by their place in the checkpoint, as plain data (nothing of them ran).
         loaded: whether weights were copied into the model.
     """
 
@@ -294,24 +363,28 @@ class LoadReport:
     missing: list[str] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)
     mismatched: list[ShapeMismatch] = field(default_factory=list)
+    invalid: list[InvalidTensor] = field(default_factory=list)
+    conflicts: list[str] = field(default_factory=list)
     filled: list[str] = field(default_factory=list)
     hints: list[str] = field(default_factory=list)
     metadata: dict[str, str] = field(default_factory=dict)
     head_prefix: str = "fc"
+    same_names_as: list[str] = field(default_factory=list)
+    recovered: dict[str, Any] = field(default_factory=dict)
     loaded: bool = False
 
     def problem_keys(self, *, ignore_head: bool = False) -> list[str]:
-        """Keys that stop a strict load: missing, unexpected, shape-mismatched.
+        """Keys that stop a strict load: missing, unexpected, shape-mismatched, invalid values.
 
         With ``ignore_head=True`` the classifier's keys are left out.
         """
-        keys = [*self.missing, *self.unexpected, *(m.key for m in self.mismatched)]
+        keys = [*self.missing, *self.unexpected, *(m.key for m in self.mismatched), *(i.key for i in self.invalid)]
         return [k for k in keys if not (ignore_head and _is_head(k, self.head_prefix))]
 
     @property
     def ok(self) -> bool:
-        """``True`` when a strict load holds: nothing missing, unexpected or of another shape."""
-        return not self.problem_keys()
+        """``True`` when a strict load holds: every key fits with usable values, and no setting conflicts."""
+        return not self.problem_keys() and not self.conflicts
 
     @property
     def head_mismatch(self) -> bool:
@@ -319,13 +392,19 @@ class LoadReport:
         return any(_is_head(k, self.head_prefix) for k in self.problem_keys())
 
     @property
+    def convention_label(self) -> str:
+        """The convention as shown: ``"torchvision = timm"`` when the names cannot tell the two apart."""
+        return " = ".join([self.convention, *self.same_names_as])
+
+    @property
     def summary(self) -> str:
-        """One line: how many model tensors matched, what is wrong, and whether it loads strictly."""
-        total = len(self.matched) + len(self.missing) + len(self.mismatched) + len(self.filled)
+        """One line: how many model tensors matched, what is wrong, and what was (or would be) loaded."""
+        total = len(self.matched) + len(self.missing) + len(self.mismatched) + len(self.invalid) + len(self.filled)
         problems = []
         for count, word in (
             (len(self.missing), "missing"),
             (len(self.unexpected), "unexpected"),
+            (len(self.invalid), "unusable"),
         ):
             if count:
                 problems.append(f"{count} {word}")
@@ -333,18 +412,26 @@ class LoadReport:
             problems.append(_plural(len(self.mismatched), "shape mismatch"))
         if self.head_mismatch:
             problems.append("classifier differs")
+        if self.conflicts:
+            problems.append(_plural(len(self.conflicts), "setting") + " the model does not compute")
+        # Model tensors that keep their initial values: everything not matched or filled.
+        kept = [*self.missing, *(m.key for m in self.mismatched), *(i.key for i in self.invalid)]
         if not self.loaded:
             verdict = "loads strictly" if self.ok else "does not load strictly"
-        elif self.ok:
+        elif not kept:
             verdict = "loaded"
-        elif not self.problem_keys(ignore_head=True):
+            if self.unexpected:
+                verdict += f" every model tensor; {_plural(len(self.unexpected), 'checkpoint tensor')} not used"
+        elif all(_is_head(k, self.head_prefix) for k in kept):
             verdict = "loaded except the classifier"
         else:
-            verdict = "partly loaded: the rest keeps its initial values"
+            verdict = f"partly loaded: {_plural(len(kept), 'model tensor')} keep their initial values"
+        if self.loaded and self.conflicts:
+            verdict += ", but the outputs will differ (see conflicts)"
         what = f"{len(self.matched)}/{total} model tensors matched"
         if self.filled:
             what += f" (+{len(self.filled)} {_NBT} filled)"
-        return f"{self.model_arch or 'model'} <- {self.origin} [{self.convention}]: {what}" + (
+        return f"{self.model_arch or 'model'} <- {self.origin} [{self.convention_label}]: {what}" + (
             f"; {', '.join(problems)}" if problems else ""
         ) + f" — {verdict}"
 
@@ -356,14 +443,17 @@ class LoadReport:
             {"key": m.key, "checkpoint_shape": list(m.checkpoint_shape), "model_shape": list(m.model_shape)}
             for m in self.mismatched
         ]
+        data["invalid"] = [{"key": i.key, "problem": i.problem} for i in self.invalid]
         data.update(ok=self.ok, head_mismatch=self.head_mismatch, summary=self.summary)
         return data
 
     def __str__(self) -> str:
         def mark(key: str) -> str:
-            return f"{key}  (head)" if _is_head(key, self.head_prefix) else key
+            return f"{_short(key)}  (head)" if _is_head(key, self.head_prefix) else _short(key)
 
         lines = [self.summary, f"  source      {self.origin}", f"  convention  {self.convention}"]
+        if self.same_names_as:
+            lines[-1] += f" ({' and '.join(self.same_names_as)} use the same names here: the file may come from either)"
         if self.model_arch:
             lines.append(f"  model       {self.model_arch}")
         if self.unwrapped:
@@ -375,7 +465,7 @@ class LoadReport:
             lines += ["Rules applied (keys renamed):", *(f"  {n:<{width}}  {c}" for n, c in self.rules.items())]
         if self.renamed:
             lines.append(f"Renamed ({len(self.renamed)}):")
-            lines += _truncated([f"{r.source} -> {r.target}" for r in self.renamed])
+            lines += _truncated([f"{_short(r.source)} -> {r.target}" for r in self.renamed])
         if self.missing:
             lines.append(f"Missing from the checkpoint ({len(self.missing)}):")
             lines += _truncated([mark(k) for k in self.missing])
@@ -385,22 +475,39 @@ class LoadReport:
         if self.mismatched:
             rows = [("key", "checkpoint", "model")] + [
                 (m.key, str(tuple(m.checkpoint_shape)), str(tuple(m.model_shape)))
-                for m in self.mismatched
+                for m in self.mismatched[:_MAX_LINES]
             ]
-            widths = [max(len(row[i]) for row in rows[: _MAX_LINES + 1]) for i in range(3)]
+            rows = [(_short(k), _short(c), m) for k, c, m in rows]
+            widths = [max(len(row[i]) for row in rows) for i in range(3)]
             table = [
                 f"{k:<{widths[0]}}  {c:<{widths[1]}}  {m:<{widths[2]}}"
                 + ("  (head)" if _is_head(k, self.head_prefix) else "")
                 for k, c, m in rows
             ]
+            if len(self.mismatched) > _MAX_LINES:
+                table.append(f"… and {len(self.mismatched) - _MAX_LINES} more")
             lines.append(f"Shape mismatches ({len(self.mismatched)}):")
-            lines += _truncated([t.rstrip() for t in table], _MAX_LINES + 1)
+            lines += [f"  {t.rstrip()}" for t in table]
+        if self.invalid:
+            lines.append(f"Unusable values (not loaded) ({len(self.invalid)}):")
+            lines += _truncated([f"{mark(i.key)}: {i.problem}" for i in self.invalid])
+        if self.conflicts:
+            lines.append("Conflicts (the checkpoint computes differently from the model):")
+            lines += [f"  - {c}" for c in self.conflicts]
         if self.filled:
             lines.append(f"Filled with zeros ({len(self.filled)} {_NBT} absent from the checkpoint; harmless)")
+        if self.recovered:
+            lines.append("Recovered as plain data (unsafe_objects='stub'; nothing from the file ran):")
+            lines += _truncated([f"{where}: {_describe(view)}" for where, view in self.recovered.items()])
         if self.hints:
             lines.append("Hints:")
             lines += [f"  - {h}" for h in self.hints]
         return "\n".join(lines)
+
+
+def _describe(view: Any) -> str:
+    text = json.dumps(view, ensure_ascii=False, default=str)
+    return text if len(text) <= 200 else text[:199] + "…"
 
 
 def build_report(
@@ -413,6 +520,8 @@ def build_report(
     head_prefix: str = "fc",
     head_left: bool = False,
     stride_in_1x1: bool | None = None,
+    facts: ModelFacts | None = None,
+    recovered: Mapping[str, Any] | None = None,
 ) -> LoadReport:
     """Compare a remapped checkpoint with a model's state dict.
 
@@ -420,17 +529,22 @@ def build_report(
         remapped: the checkpoint in native names (:func:`~resnetzoo.remap.conventions.to_native`).
         model_state: the model's ``state_dict()`` (tensors may live on the meta device).
         origin: where the checkpoint came from, for the report.
-        metadata: the checkpoint file's metadata (safetensors header), if any.
+        metadata: the checkpoint file's metadata (safetensors header, config fields), if any.
         model_arch: the model's architecture name, if known.
         head_prefix: module name of the model's classifier.
         head_left: the caller leaves a differing classifier at its initialisation
             (``ignore_head=True`` or ``strict=False``); only changes the hint's wording.
-        stride_in_1x1: the model's stride placement (``True`` for v1), if known; ``None``
-            is taken as v1.5, the default everywhere.
+        stride_in_1x1: the model's stride placement (``True`` for v1), if known and
+            ``facts`` is not given; ``None`` is taken as v1.5, the default everywhere.
+        facts: what else is known of the model (:func:`~resnetzoo.remap.checks.model_facts`):
+            its activations and norms, for the settings and norm checks.
+        recovered: objects recovered with ``unsafe_objects="stub"``, for the report.
 
     Returns:
         the :class:`LoadReport`, with ``loaded=False``.
     """
+    if facts is None:
+        facts = ModelFacts(stride_in_1x1=stride_in_1x1)
     ckpt = {k: tuple(v.shape) for k, v in remapped.state_dict.items()}
     model = {k: tuple(v.shape) for k, v in model_state.items()}
     matched, missing, mismatched, filled = [], [], [], []
@@ -445,20 +559,29 @@ def build_report(
         else:
             matched.append(key)
     unexpected = [k for k in ckpt if k not in model]
+    invalid = invalid_tensors(remapped.state_dict, model_state, matched)
+    unusable = {i.key for i in invalid}
+    matched = [k for k in matched if k not in unusable]
 
     hints = list(remapped.notes)
-    hints += _metadata_hints(metadata or {}, model_arch, stride_in_1x1)
-    head_problem = any(_is_head(k, head_prefix) for k in [*missing, *unexpected, *(m.key for m in mismatched)])
+    hints += _metadata_hints(metadata or {}, model_arch)
+    problems = [*missing, *unexpected, *(m.key for m in mismatched)]
+    head_problem = any(_is_head(k, head_prefix) for k in problems)
     if head_problem:
         hints.append(_head_hint(ckpt, model, head_prefix, head_left))
-    body_problem = any(
-        not _is_head(k, head_prefix) for k in [*missing, *unexpected, *(m.key for m in mismatched)]
-    )
+    body_problem = any(not _is_head(k, head_prefix) for k in problems)
+    norm_hint = _norm_hint(ckpt, model, facts)
     if body_problem:
         arch_hint = _arch_hint(ckpt, model, model_arch)
-        hints += [h for h in (arch_hint, _in_chans_hint(mismatched), _bn_stats_hint(missing, ckpt)) if h]
-        if arch_hint is None:  # keys of another architecture are not typos
+        hints += [h for h in (arch_hint, _in_chans_hint(mismatched), norm_hint) if h]
+        if arch_hint is None and norm_hint is None:  # keys of another architecture are not typos
             hints += _near_miss_hints(missing, unexpected)
+    if invalid:
+        hints.append(
+            f"{_plural(len(invalid), 'tensor')} of the checkpoint cannot be right "
+            f"(e.g. {_short(invalid[0].key)} {invalid[0].problem}): the file is damaged, or was saved from a "
+            f"model that diverged in training or was never materialised; they are never loaded"
+        )
     if filled:
         hints.append(f"{len(filled)} {_NBT} buffers absent from the checkpoint: filled with zeros (harmless)")
 
@@ -474,8 +597,12 @@ def build_report(
         missing=missing,
         unexpected=unexpected,
         mismatched=mismatched,
+        invalid=invalid,
+        conflicts=config_conflicts(metadata or {}, facts),
         filled=filled,
         hints=hints,
         metadata=dict(metadata or {}),
         head_prefix=head_prefix,
+        same_names_as=list(remapped.same_names_as),
+        recovered=dict(recovered or {}),
     )
