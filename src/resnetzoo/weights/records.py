@@ -22,7 +22,9 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import fnmatch
+import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -162,6 +164,59 @@ class WeightSpec:
         Loaded lazily from package data, so records stay small.
         """
         return imagenet_categories() if self.dataset == "imagenet-1k" else None
+
+    def eval_sizes(self, *, use_test_size: bool = True) -> tuple[int | tuple[int, int], tuple[int, int]]:
+        """``(resize, crop)`` of the evaluation preprocessing, as :meth:`transforms` uses them.
+
+        Args:
+            use_test_size: evaluate at ``test_input_size``/``test_crop_pct`` when the record
+                has them (what timm's published accuracies were measured at), else at
+                ``input_size``/``crop_pct``.
+
+        Returns:
+            ``resize``: the shorter-side size (an int; ``(H, W)`` for a non-square input),
+            ``resize_size`` when given, else ``floor(size / crop_pct)`` as timm computes it;
+            ``crop``: the centre crop ``(H, W)``.
+        """
+        test = use_test_size and self.test_input_size is not None
+        height, width = (self.test_input_size if test else self.input_size)[1:]
+        crop_pct = (self.test_crop_pct or self.crop_pct) if test else self.crop_pct
+        if self.resize_size is not None and not test:
+            return self.resize_size, (height, width)
+        resize = (math.floor(height / crop_pct), math.floor(width / crop_pct))
+        return (resize[0] if height == width else resize), (height, width)
+
+    def transforms(self, *, use_test_size: bool = True) -> Callable[[Any], Any]:
+        """The evaluation preprocessing of these weights, like torchvision's ``Weights.transforms()``.
+
+        Resize the shorter side (:meth:`eval_sizes`, with the record's
+        ``interpolation`` and antialiasing), centre-crop, convert to ``float32`` in
+        ``[0, 1]``, and normalise with ``mean``/``std``: a ``torchvision.transforms.v2``
+        pipeline that takes a PIL image or a ``uint8``/float tensor image
+        (``(C, H, W)`` or batched ``(N, C, H, W)``) and returns a float tensor
+        ``(…, 3, crop_h, crop_w)``. torchvision is imported here, on first use.
+
+        Args:
+            use_test_size: as for :meth:`eval_sizes`.
+
+        Example::
+
+            spec = get_weights("resnet50.tv2_in1k")
+            batch = spec.transforms()(image).unsqueeze(0)  # Resize(232), CenterCrop(224), Normalize
+        """
+        import torch
+        from torchvision.transforms import InterpolationMode, v2
+
+        resize, crop = self.eval_sizes(use_test_size=use_test_size)
+        return v2.Compose(
+            [
+                v2.Resize(resize, interpolation=InterpolationMode(self.interpolation), antialias=True),
+                v2.CenterCrop(crop),
+                v2.ToImage(),
+                v2.ToDtype(torch.float32, scale=True),
+                v2.Normalize(list(self.mean), list(self.std)),
+            ]
+        )
 
     def to_dict(self, *, include_categories: bool = False) -> dict[str, Any]:
         """A JSON-ready dict of every field plus ``name``.
