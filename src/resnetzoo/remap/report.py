@@ -425,7 +425,9 @@ class LoadReport:
         elif all(_is_head(k, self.head_prefix) for k in kept):
             verdict = "loaded except the classifier"
         else:
-            verdict = f"partly loaded: {_plural(len(kept), 'model tensor')} keep their initial values"
+            verdict = "partly loaded: " + (
+                "1 model tensor keeps its initial value" if len(kept) == 1 else f"{len(kept)} model tensors keep their initial values"
+            )
         if self.loaded and self.conflicts:
             verdict += ", but the outputs will differ (see conflicts)"
         what = f"{len(self.matched)}/{total} model tensors matched"
