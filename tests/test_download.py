@@ -431,3 +431,48 @@ def test_hub_repo_not_in_cache_is_unavailable_quickly(hub_results):
 
 def test_fetch_weights_uses_the_hub_cache_offline(hub_results):
     assert hub_results["spec"]["ok"] == hub_results["_snapshot"]
+
+
+# ----------------------------------------------------------------------------------------------
+# An unreachable Hub is found out by one probe; a Hub that answers keeps huggingface_hub's retries
+
+
+def test_an_unreachable_hub_is_not_asked_and_its_cache_is_read(monkeypatch, tmp_path):
+    import huggingface_hub
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    dead = LoopbackServer()
+    endpoint = dead.add("/", b"")
+    dead.stop()
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", endpoint.rstrip("/"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+
+    def must_not_run(*args: object, **kwargs: object) -> str:
+        raise AssertionError("hf_hub_download retries a dead host for about 30 s; it must not be called")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", must_not_run)
+    start = time.perf_counter()
+    with pytest.raises(WeightsUnavailableError) as info:
+        download_module.hub_download("org/repo", "model.safetensors", progress=False)
+    assert time.perf_counter() - start < 5.0
+    message = str(info.value)
+    assert "the Hub is out of reach: cannot reach 127.0.0.1" in message and "RESNETZOO_OFFLINE=1" in message
+    assert isinstance(info.value.__cause__, LocalEntryNotFoundError)
+
+
+def test_a_hub_that_answers_is_asked_with_its_own_retries(http_server, monkeypatch):
+    import huggingface_hub
+
+    endpoint = http_server.add("/", b"")
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", endpoint.rstrip("/"))
+    asked: list[tuple[str, str]] = []
+
+    def answered(repo_id: str, filename: str, **kwargs: object) -> str:
+        asked.append((repo_id, filename))
+        assert "local_files_only" not in kwargs  # a real download, with huggingface_hub's retries
+        raise huggingface_hub.errors.EntryNotFoundError("no such file")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", answered)
+    with pytest.raises(WeightsUnavailableError, match="the repository has no such file"):
+        download_module.hub_download("org/repo", "model.safetensors", progress=False)
+    assert asked == [("org/repo", "model.safetensors")]

@@ -165,3 +165,62 @@ def test_offline_mode_downloads_nothing(http_server, tmp_path: Path, monkeypatch
     with pytest.raises(DownloadError, match="offline mode"):
         _io.http_download(http_server.add("/w.bin", BODY), tmp_path / "w.bin")
     assert http_server.hits == []
+
+
+# ------------------------------------------------------------------------------ reachability
+def _slow_lookup(monkeypatch, slow_hosts: set[str], seconds: float = 5.0) -> list[str]:
+    """Make name lookups of ``slow_hosts`` hang (a resolver that does not answer); return the hosts looked up."""
+    import socket
+
+    real = socket.getaddrinfo
+    asked: list[str] = []
+
+    def lookup(host, *args, **kwargs):
+        asked.append(host)
+        if host in slow_hosts:
+            time.sleep(seconds)
+            raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", lookup)
+    return asked
+
+
+def test_a_host_whose_name_lookup_hangs_is_given_up_within_the_probe_timeout(monkeypatch) -> None:
+    asked = _slow_lookup(monkeypatch, {"hang-1.invalid"})
+    start = time.perf_counter()
+    with pytest.raises(DownloadError, match=r"cannot reach hang-1.invalid \(no answer from hang-1.invalid within 0.3 s\)"):
+        _io.check_reachable("https://hang-1.invalid/w.bin", timeout=0.3)
+    assert time.perf_counter() - start < 1.5
+    with pytest.raises(DownloadError, match="not retried in this process"):
+        _io.check_reachable("https://hang-1.invalid/other.bin", timeout=0.3)
+    assert asked == ["hang-1.invalid"]  # remembered: asked once per process
+
+
+def test_several_hosts_are_probed_at_once(monkeypatch) -> None:
+    _slow_lookup(monkeypatch, {"hang-2.invalid", "hang-3.invalid"})
+    start = time.perf_counter()
+    _io.probe_hosts(["https://hang-2.invalid/a", "https://hang-3.invalid/b"], timeout=0.5)
+    assert time.perf_counter() - start < 1.2  # not 2 x 0.5 s
+    assert _io.unreachable_reason("https://hang-2.invalid/") and _io.unreachable_reason("https://hang-3.invalid/")
+
+
+def test_a_host_that_answers_is_probed_once_and_then_trusted(http_server, monkeypatch) -> None:
+    import socket
+
+    url = http_server.add("/w.bin", BODY)
+    connections: list[object] = []
+    real = socket.create_connection
+    monkeypatch.setattr(socket, "create_connection", lambda *a, **k: connections.append(a) or real(*a, **k))
+    _io.check_reachable(url)
+    _io.check_reachable(url)
+    assert len(connections) == 1 and _io.unreachable_reason(url) is None
+
+
+def test_the_probe_goes_to_the_proxy_when_one_is_set(http_server, monkeypatch) -> None:
+    # Behind a proxy only the proxy must answer: the host itself may not even resolve here.
+    proxy = http_server.add("/", b"")
+    monkeypatch.setenv("HTTPS_PROXY", proxy)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    _io.check_reachable("https://behind-a-proxy.invalid/w.bin", timeout=2.0)

@@ -127,3 +127,60 @@ def test_pretrained_must_be_bool_or_tag():
         resnetzoo.resnet18(pretrained="no_such_tag")
     with pytest.raises(ValueError, match="names tag"):
         resnetzoo.create_model("resnet18.tv_in1k", pretrained="tv2_in1k")
+
+
+_NO_NETWORK = textwrap.dedent(
+    """
+    import json, socket, sys, time
+
+    real = socket.getaddrinfo
+
+    def lookup(host, *args, **kwargs):  # a machine without network: no name resolves
+        if host in ("127.0.0.1", "localhost", "::1"):
+            return real(host, *args, **kwargs)
+        if sys.argv[1] == "hang":
+            time.sleep(120)  # ... or a resolver that never answers
+        raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+
+    socket.getaddrinfo = lookup
+    import huggingface_hub, resnetzoo.models  # importing is not what is measured
+
+    start = time.perf_counter()
+    try:
+        resnetzoo.models.resnet50(pretrained=True)
+        out = {"error": None}
+    except Exception as exc:
+        out = {"error": type(exc).__name__, "message": str(exc)}
+    out["seconds"] = time.perf_counter() - start
+    print(json.dumps(out))
+    """
+)
+
+
+@pytest.mark.slow
+def test_offline_without_any_variable_fails_within_five_seconds(tmp_path):
+    # No RESNETZOO_OFFLINE/HF_HUB_OFFLINE: the machine simply has no network. huggingface_hub
+    # would retry five times with back-off (30-40 s); one probe per host settles it.
+    env = {k: v for k, v in os.environ.items() if k not in ("RESNETZOO_OFFLINE", "HF_HUB_OFFLINE")}
+    env.update(
+        HF_HUB_CACHE=str(tmp_path / "hub"),
+        HF_HOME=str(tmp_path / "hf-home"),
+        RESNETZOO_CACHE=str(tmp_path / "cache"),
+        PYTHONPATH=str(Path(resnetzoo.__file__).parents[1]),
+    )
+    runs = {
+        mode: subprocess.Popen([sys.executable, "-c", _NO_NETWORK, mode], env=env, stdout=subprocess.PIPE, text=True)
+        for mode in ("fail", "hang")
+    }
+    for mode, run in runs.items():
+        stdout, _ = run.communicate(timeout=180)
+        out = json.loads(stdout.strip().splitlines()[-1])
+        assert out["error"] == "WeightsUnavailableError", (mode, out)
+        assert out["seconds"] < 5, (mode, out["seconds"])
+        message = out["message"]
+        assert "1. Hugging Face Hub" in message and "2. URL" in message
+        assert "cannot reach huggingface.co" in message and "cannot reach download.pytorch.org" in message
+        assert message.rstrip().endswith(
+            "If this machine is offline, set RESNETZOO_OFFLINE=1 (or HF_HUB_OFFLINE=1): then only the caches "
+            "are used, and nothing waits for the network."
+        )

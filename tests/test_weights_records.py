@@ -196,3 +196,63 @@ def test_records_are_frozen():
 def test_list_pretrained_matches_architecture_names_too():
     names = [spec.name for spec in list_pretrained("resnet50")]
     assert names == ["resnet50.a1_in1k", "resnet50.tv2_in1k", "resnet50.tv_in1k"]
+
+
+# ----------------------------------------------------------------------------------------------
+# transforms(): the evaluation preprocessing, as torchvision and timm build it
+
+
+def _image(height: int = 300, width: int = 357) -> torch.Tensor:
+    return torch.randint(0, 256, (3, height, width), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+
+
+@pytest.mark.parametrize("name", ["resnet50.tv_in1k", "resnet50.tv2_in1k", "resnext101_32x8d.tv2_in1k"])
+def test_transforms_match_torchvisions_weights_transforms(name):
+    from PIL import Image
+
+    spec = get_weights(name)
+    arch, tag = name.split(".")
+    enum = get_model_weights(arch)[{v: k for k, v in TV_TAGS.items()}[tag]]
+    ours, theirs = spec.transforms(), enum.transforms()
+    pil = Image.fromarray(_image().permute(1, 2, 0).numpy())
+    torch.testing.assert_close(ours(pil), theirs(pil), rtol=0, atol=1e-6)
+    # A uint8 tensor is resized by torch's integer kernels, whose rounding may differ by one level.
+    one_level = 1 / 255 / min(spec.std) + 1e-6
+    torch.testing.assert_close(ours(_image()), theirs(_image()), rtol=0, atol=one_level)
+    assert ours(_image()[None]).shape == (1, 3, 224, 224)
+
+
+@pytest.mark.parametrize("name", TIMM_SPECS)
+@pytest.mark.parametrize("use_test_size", [True, False])
+def test_transforms_match_timms_eval_transform(name, use_test_size):
+    import timm
+    from PIL import Image
+    from timm.data import create_transform, resolve_data_config
+
+    config = resolve_data_config(pretrained_cfg=timm.models.get_pretrained_cfg(name).to_dict(), use_test_size=use_test_size)
+    pil = Image.fromarray(_image().permute(1, 2, 0).numpy())
+    ours = get_weights(name).transforms(use_test_size=use_test_size)(pil)
+    torch.testing.assert_close(ours, create_transform(**config)(pil), rtol=0, atol=1e-6)
+    assert ours.shape[-2:] == config["input_size"][1:]
+
+
+def test_eval_sizes_say_what_transforms_does():
+    assert get_weights("resnet50.tv2_in1k").eval_sizes() == (232, (224, 224))
+    assert get_weights("resnet50.a1_in1k").eval_sizes() == (288, (288, 288))
+    assert get_weights("resnet50.a1_in1k").eval_sizes(use_test_size=False) == (235, (224, 224))
+    assert get_weights("resnet101d.ra2_in1k").eval_sizes(use_test_size=False) == (269, (256, 256))
+
+
+def test_transforms_do_not_import_torchvision_until_called():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, resnetzoo.weights as w\n"
+        "spec = w.get_weights('resnet50')\n"
+        "before = 'torchvision' in sys.modules\n"
+        "spec.transforms()\n"
+        "print(before, 'torchvision' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", "True"]

@@ -67,11 +67,8 @@ def _with_input_channels(checkpoint: LoadedCheckpoint, model: ResNet) -> LoadedC
     return LoadedCheckpoint(weights, checkpoint.metadata, checkpoint.origin, checkpoint.recovered)
 
 
-def _load_pretrained(model: ResNet, arch: str, pretrained: Pretrained) -> None:
-    source = pretrained_source(arch, pretrained)
-    if source is None:
-        return
-    checkpoint = _with_input_channels(read_source(source), model)
+def _load_pretrained(model: ResNet, arch: str, source: WeightSpec | str | os.PathLike[str], read: LoadedCheckpoint) -> None:
+    checkpoint = _with_input_channels(read, model)
     # A weight record knows its library's names (timm's resnet50 = torchvision's): say which.
     convention = source.convention if isinstance(source, WeightSpec) else None
     report = load_weights(model, checkpoint, strict=True, ignore_head=True, convention=convention)
@@ -88,8 +85,19 @@ def _load_pretrained(model: ResNet, arch: str, pretrained: Pretrained) -> None:
 
 
 def _create(arch: str, pretrained: Pretrained, kwargs: dict[str, Any]) -> ResNet:
-    model = ResNet(**{**ARCHITECTURES[arch].kwargs(), **kwargs, "arch": arch})
-    _load_pretrained(model, arch, pretrained)
+    source = pretrained_source(arch, pretrained)
+    spec = {**ARCHITECTURES[arch].kwargs(), **kwargs, "arch": arch}
+    read = None
+    if source is not None:
+        # Fetched before the model is built, so weights that cannot be had fail at once,
+        # without first paying for the model's initialisation; a mistyped keyword still
+        # fails before any download (the meta device builds without allocating).
+        with torch.device("meta"):
+            ResNet(**spec)
+        read = read_source(source)
+    model = ResNet(**spec)
+    if source is not None and read is not None:
+        _load_pretrained(model, arch, source, read)
     return model
 
 
