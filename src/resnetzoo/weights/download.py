@@ -25,8 +25,8 @@ download without a checksum is capped in size (:data:`UNVERIFIED_MAX_BYTES`).
 Offline mode (``RESNETZOO_OFFLINE=1`` or ``HF_HUB_OFFLINE=1``) never touches the
 network: a missing file fails at once with instructions to supply it by hand.
 Without it, a host that cannot be reached is found out with one quick probe per
-process (:func:`resnetzoo._io.check_reachable`), so an offline machine fails in
-seconds instead of waiting out huggingface_hub's retries.
+process, so an offline machine fails in seconds instead of waiting out
+huggingface_hub's retries.
 """
 
 from __future__ import annotations
