@@ -21,7 +21,12 @@ import torchvision
 import resnetzoo
 from resnetzoo import cli
 from resnetzoo.errors import CheckpointError
-from resnetzoo.weights import read_checkpoint, read_checkpoint_file, read_source, read_training_checkpoint
+from resnetzoo.weights import (
+    read_checkpoint,
+    read_checkpoint_file,
+    read_source,
+    read_training_checkpoint,
+)
 
 FORMATS = ["zip", "legacy", "pickle"]
 
@@ -325,3 +330,21 @@ def test_read_training_checkpoint_reads_a_dict_safely(tmp_path):
     with pytest.raises(CheckpointError, match="refused for safety"):
         read_training_checkpoint(tmp_path / "evil.pt")
     assert not marker.exists()
+
+
+def test_a_zip_directory_declaring_more_than_the_file_holds_is_refused(tmp_path):
+    path = tmp_path / "w.pt"
+    torch.save({"w": torch.zeros(16)}, path)
+    data = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as archive:
+        record = next(i for i in archive.infolist() if i.filename.endswith("data/0"))
+    # The central directory entry of data/0 (signature PK\1\2, name at offset 46): make it
+    # declare 2**31 uncompressed bytes (the field at offset 24).
+    name = record.filename.encode()
+    at = data.find(b"PK\x01\x02")
+    while data[at + 46 : at + 46 + len(name)] != name:
+        at = data.find(b"PK\x01\x02", at + 4)
+    data[at + 24 : at + 28] = (2**31).to_bytes(4, "little")
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="declares more data than the file holds"):
+        read_checkpoint(path)

@@ -431,6 +431,13 @@ def _scan_zip(file: IO[bytes], size: int) -> TorchFileLayout:
             f"re-packed by another tool, and compressed data could expand far beyond the file's size. "
             f"Load it where it was made and save it again with torch.save"
         )
+    # A stored record's declared size must be the bytes it takes in the file: torch's
+    # reader allocates what the directory declares.
+    lying = [i.filename for i in infos if i.file_size != i.compress_size or i.header_offset + i.compress_size > size]
+    if lying or sum(i.compress_size for i in infos) > size:
+        raise CheckpointError(
+            f"its zip directory declares more data than the file holds ({lying[0] if lying else 'in all'})"
+        )
     try:
         data = archive.read(pickles[0])
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
