@@ -243,6 +243,7 @@ def test_eval_sizes_say_what_transforms_does():
     assert get_weights("resnet101d.ra2_in1k").eval_sizes(use_test_size=False) == (269, (256, 256))
 
 
+@pytest.mark.slow
 def test_transforms_do_not_import_torchvision_until_called():
     import subprocess
     import sys

@@ -455,7 +455,8 @@ class LoadReport:
 
         lines = [self.summary, f"  source      {self.origin}", f"  convention  {self.convention}"]
         if self.same_names_as:
-            lines[-1] += f" ({' and '.join(self.same_names_as)} use the same names here: the file may come from either)"
+            verb = "uses" if len(self.same_names_as) == 1 else "use"
+            lines[-1] += f" ({' and '.join(self.same_names_as)} {verb} the same names here: the file may come from either)"
         if self.model_arch:
             lines.append(f"  model       {self.model_arch}")
         if self.unwrapped:
@@ -580,9 +581,9 @@ def build_report(
             hints += _near_miss_hints(missing, unexpected)
     if invalid:
         hints.append(
-            f"{_plural(len(invalid), 'tensor')} of the checkpoint cannot be right "
-            f"(e.g. {_short(invalid[0].key)} {invalid[0].problem}): the file is damaged, or was saved from a "
-            f"model that diverged in training or was never materialised; they are never loaded"
+            f"{_plural(len(invalid), 'tensor')} of the checkpoint cannot be right (see Unusable values): the "
+            f"file is damaged, or was saved from a model that diverged in training (NaN) or was never "
+            f"materialised (meta); such tensors are never loaded"
         )
     if filled:
         hints.append(f"{len(filled)} {_NBT} buffers absent from the checkpoint: filled with zeros (harmless)")
