@@ -151,11 +151,9 @@ def _stand_in_type(global_name: str) -> type[PickledObject]:
 
 
 def _global_name(value: Any) -> str | None:
-    if isinstance(value, type) and issubclass(value, PickledObject):
-        return value.global_name
-    if isinstance(value, PickledObject):
-        return value.global_name
-    return None
+    """The global a stand-in (type or instance) stands for, else None."""
+    is_stand_in = isinstance(value, PickledObject) or (isinstance(value, type) and issubclass(value, PickledObject))
+    return value.global_name if is_stand_in else None
 
 
 @dataclass(frozen=True)
@@ -208,7 +206,6 @@ class _InertUnpickler(pickle.Unpickler):
         if full in self.real:
             return self.real[full]
         return self._types.setdefault(full, _stand_in_type(full))
-
 
 
 def _no_persistent_ids(pid: Any) -> Any:
@@ -576,9 +573,6 @@ def describe_refusal(root: Any, unsafe_globals: list[str]) -> str:
 
 
 # ---------------------------------------------------------------- recovery
-_RecoveryHook = Callable[[IO[bytes]], Any]
-
-
 def _plain_ints(value: Any, what: str) -> tuple[int, ...]:
     ints = _ints(value)
     if ints is None:
@@ -671,24 +665,20 @@ def _complex(real: Any = 0.0, imag: Any = 0.0) -> complex:
     return complex(real, imag)
 
 
-def _real_globals(nested: _RecoveryHook) -> dict[str, Any]:
+def _real_globals(storage_from_bytes: Callable[[Any], Any]) -> dict[str, Any]:
     """The few globals recovery calls for real: torch's tensor rebuilders and plain data types.
 
     Each is wrapped so that it checks its arguments are plain data first; everything
-    else in the file stays a stand-in.
+    else in the file stays a stand-in. ``storage_from_bytes`` reads the ``torch.save``
+    bytes a plain pickle holds for each storage (``torch.storage._load_from_bytes``).
     """
-    def load_from_bytes(data: Any) -> Any:  # a storage inside a plain pickle: torch.save bytes
-        if not isinstance(data, bytes):
-            raise CheckpointError("a storage is built from something other than bytes")
-        return nested(io.BytesIO(data))
-
     return {
         "torch._utils._rebuild_tensor": _rebuild_tensor,
         "torch._utils._rebuild_tensor_v2": _rebuild_tensor_v2,
         "torch._utils._rebuild_tensor_v3": _rebuild_tensor_v3,
         "torch._utils._rebuild_parameter": _rebuild_parameter,
         "torch._utils._rebuild_parameter_with_state": _rebuild_parameter,
-        "torch.storage._load_from_bytes": load_from_bytes,
+        "torch.storage._load_from_bytes": storage_from_bytes,
         "collections.OrderedDict": _ordered_dict,
         "torch.Size": _size,
         "_codecs.encode": _latin1,
@@ -711,11 +701,9 @@ class _RecoveryPickleModule:
     __name__ = "resnetzoo.weights._unpickle"
 
     def __init__(self, real: Mapping[str, Any], limit: int) -> None:
-        limit_ = limit
-
         class Unpickler(_InertUnpickler):
             def __init__(self, file: IO[bytes], **kwargs: Any) -> None:
-                super().__init__(_Bounded(file, limit_) if hasattr(file, "readinto") else file, real=real, **kwargs)
+                super().__init__(_Bounded(file, limit) if hasattr(file, "readinto") else file, real=real, **kwargs)
 
         self.Unpickler = Unpickler
 
@@ -723,13 +711,42 @@ class _RecoveryPickleModule:
         return self.Unpickler(file, **kwargs).load()
 
 
-def _recover_torch(file: IO[bytes], size: int, real: Mapping[str, Any]) -> Any:
-    scan_torch_file(file, size).check_backed("the file")
-    file.seek(0)
-    module = _RecoveryPickleModule(real, size)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch warns about sources of pickled classes it cannot find
-        return torch.load(file, map_location="cpu", weights_only=False, pickle_module=module)
+class _Recovery:
+    """One recovery: the globals called for real, and reading any container format with them.
+
+    A plain pickle holds each storage as the bytes of a nested ``torch.save`` file; those
+    are read by the same rules, so nesting changes nothing.
+    """
+
+    def __init__(self) -> None:
+        self.real = _real_globals(self._storage_from_bytes)
+
+    def _storage_from_bytes(self, data: Any) -> Any:
+        if not isinstance(data, bytes):
+            raise CheckpointError("a storage is built from something other than bytes")
+        return self.read(io.BytesIO(data), len(data))
+
+    def _read_torch_file(self, file: IO[bytes], size: int) -> Any:
+        scan_torch_file(file, size).check_backed("the file")
+        file.seek(0)
+        module = _RecoveryPickleModule(self.real, size)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # torch warns about sources of pickled classes it cannot find
+                return torch.load(file, map_location="cpu", weights_only=False, pickle_module=module)
+        except CheckpointError:
+            raise
+        except Exception as exc:  # torch raises many types for a bad file; all mean the same here
+            raise CheckpointError(f"it cannot be read even with stand-ins ({type(exc).__name__}: {exc})") from exc
+
+    def read(self, file: IO[bytes], size: int) -> Any:
+        file.seek(0)
+        head = file.read(len(_LEGACY_PREFIX))
+        file.seek(0)
+        if head.startswith(b"PK") or is_legacy_torch_file(head):
+            return self._read_torch_file(file, size)
+        obj, _ = _unpickle(file, size, real=self.real)
+        return obj
 
 
 def recover(file: IO[bytes], size: int) -> Any:
@@ -750,29 +767,7 @@ def recover(file: IO[bytes], size: int) -> Any:
     Raises:
         CheckpointError: the file is corrupt, or declares data it does not hold.
     """
-    def nested(inner: IO[bytes]) -> Any:
-        inner_size = len(inner.getbuffer()) if isinstance(inner, io.BytesIO) else size
-        return _recover_any(inner, inner_size)
-
-    real = _real_globals(nested)
-
-    def _recover_any(f: IO[bytes], n: int) -> Any:
-        f.seek(0)
-        head = f.read(len(_LEGACY_PREFIX))
-        f.seek(0)
-        if head.startswith(b"PK") or is_legacy_torch_file(head):
-            try:
-                return _recover_torch(f, n, real)
-            except CheckpointError:
-                raise
-            except Exception as exc:  # torch raises many types for a bad file; all mean the same here
-                raise CheckpointError(f"it cannot be read even with stand-ins ({type(exc).__name__}: {exc})") from exc
-        obj, _ = _unpickle(f, n, real=real)
-        return obj
-
-    return _recover_any(file, size)
-
-
+    return _Recovery().read(file, size)
 # ------------------------------------------------------------ plain data
 _NOT_DECODED = object()
 
