@@ -92,8 +92,7 @@ def _create(arch: str, pretrained: Pretrained, kwargs: dict[str, Any]) -> ResNet
         # Fetched before the model is built, so weights that cannot be had fail at once,
         # without first paying for the model's initialisation; a mistyped keyword still
         # fails before any download (the meta device builds without allocating).
-        with torch.device("meta"):
-            ResNet(**spec)
+        ResNet(**{**spec, "device": "meta"})
         read = read_source(source)
     model = ResNet(**spec)
     if source is not None and read is not None:
