@@ -14,6 +14,7 @@ fresh initialisation; with another ``in_chans`` the stem kernel is adapted.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 from collections.abc import Callable, Mapping
@@ -91,8 +92,12 @@ def _create(arch: str, pretrained: Pretrained, kwargs: dict[str, Any]) -> ResNet
     if source is not None:
         # Fetched before the model is built, so weights that cannot be had fail at once,
         # without first paying for the model's initialisation; a mistyped keyword still
-        # fails before any download (the meta device builds without allocating).
-        ResNet(**{**spec, "device": "meta"})
+        # fails before any download. (Not by a build on the meta device: initialising
+        # meta tensors imports torch._dynamo, seconds of the failure's latency.)
+        try:
+            inspect.signature(ResNet.__init__).bind(None, **spec)
+        except TypeError as exc:
+            raise TypeError(f"{arch}() {exc}") from None
         read = read_source(source)
     model = ResNet(**spec)
     if source is not None and read is not None:
