@@ -184,3 +184,13 @@ def test_offline_without_any_variable_fails_within_five_seconds(tmp_path):
             "If this machine is offline, set RESNETZOO_OFFLINE=1 (or HF_HUB_OFFLINE=1): then only the caches "
             "are used, and nothing waits for the network."
         )
+
+
+def test_a_mistyped_keyword_fails_before_any_weights_are_fetched(monkeypatch, tmp_path):
+    # The weights are fetched before the model is built; a typo must still be the first error.
+    monkeypatch.setenv("RESNETZOO_OFFLINE", "1")
+    monkeypatch.setenv("RESNETZOO_CACHE", str(tmp_path))
+    with pytest.raises(TypeError, match=r"resnet18\(\) got an unexpected keyword argument 'num_clases'"):
+        resnetzoo.resnet18(pretrained=True, num_clases=3)
+    with pytest.raises(resnetzoo.WeightsUnavailableError):
+        resnetzoo.resnet18(pretrained=True, num_classes=3)
