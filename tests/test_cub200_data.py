@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +15,7 @@ import torch
 from conftest import LoopbackServer
 from PIL import Image
 
+from resnetzoo._io import temporary_name
 from resnetzoo.errors import ChecksumError
 from resnetzoo.recipes.cub200.data import (
     CUB200,
@@ -200,6 +202,40 @@ def test_broken_tree_fails_at_start_naming_file_and_line(tmp_path: Path, case: s
         CUB200(root, split="train")
 
 
+def test_index_file_that_is_not_utf8_is_named_with_its_line(tmp_path: Path) -> None:
+    root = _hand_tree(tmp_path / "t")
+    (root / "classes.txt").write_bytes("1 001.Alpha\n2 002.B\u00e9ta\n".encode("latin-1"))
+    with pytest.raises(CUB200TreeError, match=r"classes\.txt:2: not UTF-8 text \(byte 0xe9 at column 8\)"):
+        read_tree(root)
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_bounding_box_that_is_not_a_finite_number_is_refused(tmp_path: Path, value: str) -> None:
+    root = _hand_tree(tmp_path / "t")
+    _break(root, "bounding_boxes.txt", _replace_line(1, f"3 5.0 {value} 20.0 10.0"))
+    with pytest.raises(CUB200TreeError, match=r"bounding_boxes\.txt:2: .*not a finite number"):
+        CUB200(root, split="train", bbox_crop=True)
+
+
+def test_decompression_bomb_is_refused_naming_the_file(tmp_path: Path, monkeypatch) -> None:
+    root = _hand_tree(tmp_path / "t")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # the 40 x 30 images are now "bombs"
+    with pytest.raises(CUB200TreeError, match=r"images\.txt:1: .*a_01\.jpg is too large to decode safely"):
+        read_tree(root)
+    dataset = CUB200(root, split="train", check_images=False)
+    with pytest.raises(CUB200TreeError, match=r"a_01\.jpg is too large to decode safely"):
+        dataset[0]
+
+
+def test_cache_sweeps_temporaries_of_a_killed_run(tmp_path: Path, tree: Path) -> None:
+    dataset = CUB200(tree, split="test", resize=24, cache_dir=tmp_path / "cache")
+    dataset.cache_dir.mkdir(parents=True)
+    orphan = Path(str(temporary_name(dataset.cache_dir / "1.npy")).replace(f".{os.getpid()}.", ".999999999."))
+    orphan.write_bytes(b"half an array")
+    dataset.build_cache(num_threads=1)
+    assert not orphan.exists() and len(list(dataset.cache_dir.iterdir())) == len(dataset)
+
+
 def test_no_tree_at_all_says_how_to_get_one(tmp_path: Path) -> None:
     with pytest.raises(CUB200TreeError, match=r"no CUB-200-2011 tree.*--download.*--synthetic"):
         read_tree(tmp_path)
@@ -282,27 +318,63 @@ def _link(name: str, target: str, kind: bytes = tarfile.SYMTYPE) -> tuple[tarfil
         (_file("../evil"), "contains '..'"),
         (_file("ok/../../evil"), "contains '..'"),
         (_file("/tmp/evil"), "absolute path"),
-        (_link("ok/link", "../../outside"), "links to"),
-        (_link("ok/link", "/etc/passwd"), "links to"),
-        (_link("ok/hard", "../evil", tarfile.LNKTYPE), "contains '..'|links to"),
+        (_link("ok/link", "../../outside"), "symbolic link"),
+        (_link("ok/link", "/etc/passwd"), "symbolic link"),
+        (_link("ok/inside", "first.txt"), "symbolic link"),  # harmless alone, but no archive needs it
+        (_link("ok/hard", "../evil", tarfile.LNKTYPE), "contains '..'|hard link"),
+        (_link("ok/hard", "ok/first.txt", tarfile.LNKTYPE), "hard link"),
     ],
 )
-def test_safe_extract_rejects_members_escaping_the_folder(tmp_path: Path, member, message: str) -> None:
+def test_safe_extract_rejects_links_and_members_escaping_the_folder(tmp_path: Path, member, message: str) -> None:
     archive = tmp_path / "bad.tgz"
     archive.write_bytes(_tar([_file("ok/first.txt"), member]))
     dest = tmp_path / "a" / "dest"
     with pytest.raises(UnsafeArchiveError, match=message):
         safe_extract(archive, dest)
     assert not (tmp_path / "a" / "evil").exists() and not (tmp_path / "evil").exists()
-    assert not (dest / "ok" / "first.txt").exists()  # checked before anything is written
+    assert [p.name for p in tmp_path.rglob("*")] == ["bad.tgz"]  # checked before anything is written
 
 
-def test_safe_extract_extracts_a_good_archive(tmp_path: Path) -> None:
+def test_safe_extract_refuses_a_symlink_chain_out_of_the_folder(tmp_path: Path) -> None:
+    """``d/l -> ..`` then ``d/l/x -> ..``: each link stays inside alone; together they reach the parent."""
+    archive = tmp_path / "chain.tar"
+    archive.write_bytes(_tar([_link("d/l", ".."), _link("d/l/x", ".."), _file("d/l/x/escaped.txt", b"evil")]))
+    work = tmp_path / "work"
+    work.mkdir()
+    with pytest.raises(UnsafeArchiveError, match="link"):
+        safe_extract(archive, work / "dest")
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["chain.tar", "work"]
+
+
+def test_safe_extract_is_all_or_nothing(tmp_path: Path) -> None:
+    good = _tar([_file("top/a.txt", b"hello"), _file("top/sub/b.txt", b"world")])
+    archive = tmp_path / "cut.tgz"
+    archive.write_bytes(good[: len(good) - 40])  # the gzip stream ends early: a corrupt download
+    dest = tmp_path / "dest"
+    with pytest.raises((tarfile.TarError, EOFError, OSError)):
+        safe_extract(archive, dest)
+    assert not dest.exists() and [p.name for p in tmp_path.iterdir()] == ["cut.tgz"]
+
+    (tmp_path / "good.tgz").write_bytes(good)
+    dest.mkdir()
+    (dest / "top").mkdir()
+    (dest / "top" / "mine.txt").write_text("keep")
+    with pytest.raises(UnsafeArchiveError, match="already exists"):  # would replace the user's top/
+        safe_extract(tmp_path / "good.tgz", dest)
+    assert [p.name for p in (dest / "top").iterdir()] == ["mine.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cut.tgz", "dest", "good.tgz"]
+
+
+def test_safe_extract_extracts_a_good_archive_and_sweeps_a_killed_staging_folder(tmp_path: Path) -> None:
+    dest = tmp_path / "out"
+    orphan = Path(str(temporary_name(dest)).replace(f".{os.getpid()}.", ".999999999."))  # no such process
+    (orphan / "half").mkdir(parents=True)
     archive = tmp_path / "good.tgz"
-    archive.write_bytes(_tar([_file("top/a.txt", b"hello"), _link("top/b.txt", "a.txt")]))
-    safe_extract(archive, tmp_path / "out")
-    assert (tmp_path / "out" / "top" / "a.txt").read_bytes() == b"hello"
-    assert (tmp_path / "out" / "top" / "b.txt").read_bytes() == b"hello"
+    archive.write_bytes(_tar([_file("top/a.txt", b"hello"), _file("top/b/c.txt", b"there")]))
+    safe_extract(archive, dest)
+    assert (dest / "top" / "a.txt").read_bytes() == b"hello"
+    assert (dest / "top" / "b" / "c.txt").read_bytes() == b"there"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["good.tgz", "out"]
 
 
 # --------------------------------------------------------------------------- download
@@ -371,6 +443,34 @@ def test_unreachable_server_keeps_the_partial_file(tmp_path: Path, archive: byte
     dead = LoopbackServer()
     url = dead.add(ARCHIVE_PATH, archive)
     dead.stop()
-    with pytest.raises(ConnectionError, match="resumes on the next run"):
+    with pytest.raises(ConnectionError, match=r"continue from the 3 bytes kept in .*CUB_200_2011\.tgz\.partial"):
         download_cub200(root, url=url, size=len(archive), sha256="0" * 64, progress=False, timeout=5)
     assert (root / "CUB_200_2011.tgz.partial").read_bytes() == b"abc"
+
+
+def test_offline_download_says_where_to_put_the_archive_by_hand(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("RESNETZOO_OFFLINE", "1")
+    root = tmp_path / "data"
+    with pytest.raises(ConnectionError) as caught:
+        download_cub200(root, progress=False)
+    message = str(caught.value)
+    assert f"save it as {root / 'CUB_200_2011.tgz'}" in message
+    assert "1,150,585,339 bytes" in message and "0c685df5597a8b24909f6a7c9db6d11e008733779a671760afef78feb49bf081" in message
+    assert "partial" not in message  # nothing was received, so nothing is kept
+    assert list(root.iterdir()) == []
+
+
+def test_a_tree_folder_without_images_txt_stops_before_downloading(tmp_path: Path, archive: bytes, http_server) -> None:
+    root = tmp_path / "data"
+    (root / "CUB_200_2011" / "images").mkdir(parents=True)  # an interrupted copy
+    with pytest.raises(CUB200TreeError, match=r"CUB_200_2011 exists but holds no images\.txt.*nothing was downloaded"):
+        _fetch(root, http_server.add(ARCHIVE_PATH, archive), archive)
+    assert http_server.hits == [] and sorted(p.name for p in root.iterdir()) == ["CUB_200_2011"]
+
+
+def test_an_archive_without_the_tree_leaves_no_extracted_copy(tmp_path: Path, http_server) -> None:
+    payload = _tar([_file("something_else/readme.txt", b"not CUB")])
+    root = tmp_path / "data"
+    with pytest.raises(CUB200TreeError, match="not the CUB-200-2011 archive"):
+        _fetch(root, http_server.add(ARCHIVE_PATH, payload), payload)
+    assert sorted(p.name for p in root.iterdir()) == ["CUB_200_2011.tgz"]

@@ -7,6 +7,7 @@ import importlib.util
 import json
 import os
 import pickle
+import re
 import subprocess
 import sys
 import textwrap
@@ -17,10 +18,13 @@ import torch
 
 import resnetzoo
 from resnetzoo import registry
+from resnetzoo._io import temporary_name
 from resnetzoo.errors import CheckpointError
 from resnetzoo.recipes.cub200 import (
+    ClassListMismatchError,
     ConfigError,
     CUB200Config,
+    CUB200TreeError,
     load_checkpoint,
     main,
     parse_config,
@@ -33,7 +37,7 @@ from resnetzoo.registry import is_model
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_MODEL = '''
-from resnetzoo import ResNet, register_model
+from resnetzoo import ResNet, load_weights, register_model
 from resnetzoo.registry import is_model
 
 if not is_model("cub_test_tiny"):
@@ -41,9 +45,10 @@ if not is_model("cub_test_tiny"):
     @register_model
     def cub_test_tiny(*, pretrained=False, **kwargs):
         """A 4-stage ResNet a 2-core CPU trains in seconds (not a real architecture)."""
-        if pretrained:
-            raise ValueError("cub_test_tiny has no pretrained weights")
-        return ResNet(layers=(1, 1, 1, 1), widths=(8, 16, 32, 64), block="basic", arch="cub_test_tiny", **kwargs)
+        model = ResNet(layers=(1, 1, 1, 1), widths=(8, 16, 32, 64), block="basic", arch="cub_test_tiny", **kwargs)
+        if pretrained:  # a checkpoint path: no published weights for this one
+            load_weights(model, pretrained, strict=True, ignore_head=True)
+        return model
 '''
 
 
@@ -88,6 +93,36 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     return out, train(_config(out))
 
 
+def _copy_tree(out: Path, dest: Path, *, edit=None) -> Path:
+    """A copy of a run's synthetic tree; ``edit(classes, labels, split)`` may change its tables (dicts by id)."""
+    import shutil
+
+    shutil.copytree(out / "synthetic_data", dest)
+    if edit is not None:
+        tables = {name: dict(line.split(" ", 1) for line in (dest / name).read_text().splitlines())
+                  for name in ("classes.txt", "image_class_labels.txt", "train_test_split.txt")}
+        edit(*tables.values())
+        for name, table in tables.items():
+            (dest / name).write_text("".join(f"{k} {v}\n" for k, v in table.items()))
+    return dest
+
+
+def _on_tree(config: CUB200Config, tree: Path) -> CUB200Config:
+    return dataclasses.replace(config, synthetic=False, data_root=str(tree))
+
+
+def _rotate_classes(classes: dict, labels: dict, split: dict) -> None:
+    """The same classes and images, listed in another order (class ids renumbered)."""
+    names = [classes[k] for k in sorted(classes, key=int)]
+    rotated = names[1:] + names[:1]
+    new_id = {name: str(i + 1) for i, name in enumerate(rotated)}
+    old_name = {str(i + 1): name for i, name in enumerate(names)}
+    classes.clear()
+    classes.update({str(i + 1): name for i, name in enumerate(rotated)})
+    for image_id, label in labels.items():
+        labels[image_id] = new_id[old_name[label]]
+
+
 # ------------------------------------------------------------------------- settings
 def _fails_fast(tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str]) -> str:
     out = tmp_path / "out"
@@ -106,17 +141,58 @@ def _fails_fast(tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[s
         (["--synthetic", "--pretrained", "weights/missing.pth"], r"--pretrained weights/missing\.pth: no such file"),
         (["--synthetic", "--resume", "--overwrite"], r"--resume and --overwrite contradict"),
         (["--synthetic", "--batch-size", "10", "--grad-accum", "3"], r"multiple of --grad-accum"),
-        (["--synthetic", "--warmup-epochs", "5"], r"--warmup-epochs \(5\.0\) is longer than --epochs \(3\)"),
+        (["--synthetic", "--warmup-epochs", "5"], r"--warmup-epochs \(5\.0\) is longer than --epochs \(3\).*0 for none"),
         (["--synthetic", "--lr", "0"], r"--lr must be a number > 0"),
+        (["--synthetic", "--lr", "nan"], r"--lr must be a finite number, got nan"),
+        (["--synthetic", "--lr", "inf"], r"--lr must be a finite number, got inf"),
+        (["--synthetic", "--momentum", "nan"], r"--momentum must be a finite number"),
+        (["--synthetic", "--weight-decay", "inf"], r"--weight-decay must be a finite number"),
+        (["--synthetic", "--head-lr-mult", "inf"], r"--head-lr-mult must be a finite number"),
+        (["--synthetic", "--label-smoothing", "nan"], r"--label-smoothing must be a finite number"),
+        (["--synthetic", "--warmup-epochs", "nan"], r"--warmup-epochs must be a finite number"),
+        (["--synthetic", "--drop-path-rate=-inf"], r"--drop-path-rate must be a finite number"),
+        (["--synthetic", "--momentum", "1"], r"--momentum must be a number >= 0 and below 1"),
+        (["--synthetic", "--arch", "resnet18", "--pretrained", "resnet50.tv_in1k"], r"names weights of resnet50"),
         (["--synthetic", "--eval-only", "nowhere.pt"], r"--eval-only nowhere\.pt: no such file"),
         (["--synthetic", "--device", "cpu", "--sync-bn"], r"--sync-bn needs CUDA"),
         (["--amp", "fp8"], r"invalid choice: 'fp8'"),
     ],
 )
 def test_bad_settings_fail_before_anything_starts(tmp_path, capsys, args, message) -> None:
-    import re
-
     assert re.search(message, _fails_fast(tmp_path, capsys, args))
+
+
+@pytest.mark.parametrize("value", ["resnet18.tv_in1k", "tv_in1k", "none", "hf-hub:org/repo", "https://example.com/w.pth"])
+def test_pretrained_takes_the_library_vocabulary(value) -> None:
+    config = dataclasses.replace(CUB200Config.for_synthetic(arch="resnet18"), pretrained=value)
+    config.validate()  # nothing is fetched to validate
+
+
+def test_default_warm_up_fits_the_run() -> None:
+    assert CUB200Config().warmup == 5.0  # the recipe: 5 of 100 epochs
+    assert CUB200Config(epochs=1).warmup == pytest.approx(0.05)
+    assert CUB200Config(epochs=300).warmup == 5.0
+    assert CUB200Config(epochs=1, warmup_epochs=0.5).warmup == 0.5
+
+
+def test_default_workers_follow_the_cpus_this_process_may_use(monkeypatch) -> None:
+    from resnetzoo.recipes.cub200.distributed import _default_workers, _Dist
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    assert _default_workers(_Dist()) == 2
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    assert _default_workers(_Dist(world_size=2)) == 1
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(96)), raising=False)
+    assert _default_workers(_Dist(world_size=2)) == 8
+
+
+def test_unreachable_default_weights_point_shell_users_at_a_file(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("RESNETZOO_OFFLINE", "1")
+    monkeypatch.setenv("RESNETZOO_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    with pytest.raises(resnetzoo.WeightsUnavailableError, match=r"--pretrained PATH"):
+        engine_module._build_model(CUB200Config(arch="resnet18"), num_classes=3)
 
 
 def test_missing_data_root_says_how_to_get_data(tmp_path, capsys) -> None:
@@ -241,6 +317,126 @@ def test_an_earlier_run_is_never_overwritten_without_a_flag(run, tmp_path) -> No
         train(_config(tmp_path / "fresh", resume=True))
 
 
+def test_nan_training_stops_with_an_error_and_saves_nothing(tmp_path, capsys) -> None:
+    out = tmp_path / "nan"
+    args = ["--synthetic", "--arch", "cub_test_tiny", "--img-size", "48", "--resize", "56", "--epochs", "2",
+            "--workers", "0", "--no-progress", "--lr", "1e6", "--output-dir", str(out)]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert re.search(r"training diverged: the training loss is not finite at epoch 1/2, step \d+ of \d+", err)
+    assert "--lr (now 1e+06)" in err and "Traceback" not in err
+    assert not {"best.safetensors", "checkpoint.pt", "summary.json"} & {p.name for p in out.iterdir()}
+
+
+def test_non_finite_weights_are_never_saved_as_best(run) -> None:
+    model = resnetzoo.create_model("cub_test_tiny", num_classes=3)
+    with torch.no_grad():
+        model.layer2[0].bn1.running_var[0] = float("inf")
+    with pytest.raises(engine_module.TrainingDivergedError, match=r"layer2\.0\.bn1\.running_var"):
+        engine_module._check_finite_weights(model, where="epoch 3", config=CUB200Config())
+
+
+def test_eval_only_maps_a_reordered_class_list_by_name(run, tmp_path, caplog) -> None:
+    out, summary = run
+    tree = _copy_tree(out, tmp_path / "rotated", edit=_rotate_classes)
+    result = train(_on_tree(_config(tmp_path / "e"), tree).__class__(**{
+        **_on_tree(_config(tmp_path / "e"), tree).to_dict(), "eval_only": str(out / "checkpoint.pt")}))
+    assert result["test_top1"] == summary["test_top1"]  # the same predictions, matched by class name
+    assert "in another order" in caplog.text and "matched by class name" in caplog.text
+    from_weights = train(dataclasses.replace(_on_tree(_config(tmp_path / "w"), tree),
+                                             eval_only=str(out / "best.safetensors")))
+    assert from_weights["test_top1"] == summary["best_top1"]
+
+
+def test_eval_only_and_resume_refuse_other_classes_naming_the_first_difference(run, tmp_path) -> None:
+    out, _ = run
+
+    def rename(classes, labels, split):
+        classes["3"] = "003.Not_in_the_checkpoint"
+
+    tree = _copy_tree(out, tmp_path / "renamed", edit=rename)
+    with pytest.raises(ClassListMismatchError, match=r"first difference at class 3: 'Synthetic_triangle_2' in "
+                                                     r".*checkpoint\.pt, 'Not_in_the_checkpoint' in .*classes\.txt"):
+        train(dataclasses.replace(_on_tree(_config(tmp_path / "e"), tree), eval_only=str(out / "checkpoint.pt")))
+    same = _copy_tree(out, tmp_path / "same")
+    train(_on_tree(_config(tmp_path / "resumed", epochs=1), same))
+    (same / "classes.txt").write_text((tree / "classes.txt").read_text())  # changed between the two runs
+    with pytest.raises(ClassListMismatchError, match="first difference at class 3"):
+        train(dataclasses.replace(_on_tree(_config(tmp_path / "resumed"), same), resume=True))
+
+
+def test_eval_only_with_a_truncated_safetensors_file_says_so(run, tmp_path, capsys) -> None:
+    out, _ = run
+    cut = tmp_path / "cut.safetensors"
+    data = (out / "best.safetensors").read_bytes()
+    cut.write_bytes(data[: len(data) // 2])
+    args = ["--synthetic", "--arch", "cub_test_tiny", "--img-size", "48", "--resize", "56", "--workers", "0",
+            "--no-progress", "--eval-only", str(cut), "--output-dir", str(tmp_path / "e")]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "cut.safetensors is a corrupt or truncated safetensors file" in err and "Traceback" not in err
+
+
+def test_an_empty_test_split_is_an_error(run, tmp_path) -> None:
+    out, _ = run
+
+    def all_train(classes, labels, split):
+        split.update(dict.fromkeys(split, "1"))
+
+    tree = _copy_tree(out, tmp_path / "no_test", edit=all_train)
+    with pytest.raises(CUB200TreeError, match=r"train_test_split\.txt: the test split is empty"):
+        train(_on_tree(_config(tmp_path / "e"), tree))
+
+
+def test_read_only_output_folder_fails_at_once_naming_it(tmp_path, capsys, monkeypatch) -> None:
+    import errno
+    import tempfile
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system", kwargs.get("dir"))
+
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    out = tmp_path / "out"
+    assert main(["--synthetic", "--arch", "cub_test_tiny", "--workers", "0", "--output-dir", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"--output-dir {out}: cannot write there (Read-only file system)" in err
+
+
+def test_a_full_disk_is_one_line_and_keeps_the_last_checkpoint(tmp_path, capsys, monkeypatch) -> None:
+    from safetensors import SafetensorError
+
+    def full(*args, **kwargs):
+        raise SafetensorError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, '
+                              'message: "No space left on device" })')
+
+    monkeypatch.setattr(resnetzoo.remap.load, "save_file", full)
+    out = tmp_path / "out"
+    args = ["--synthetic", "--arch", "cub_test_tiny", "--img-size", "48", "--resize", "56", "--epochs", "1",
+            "--workers", "0", "--no-progress", "--output-dir", str(out)]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert f"{out / 'best.safetensors'}: could not write the weights" in err and "free some space" in err
+    assert "Traceback" not in err and not list(out.glob(".*.tmp"))
+
+
+def test_overwrite_removes_a_symlinked_tensorboard_link_not_its_target(run, tmp_path) -> None:
+    out = tmp_path / "out"
+    train(_config(out, epochs=1))
+    elsewhere = tmp_path / "shared_logs"
+    elsewhere.mkdir()
+    (elsewhere / "other_run.log").write_text("keep")
+    if (out / "tensorboard").exists():
+        import shutil
+
+        shutil.rmtree(out / "tensorboard")
+    (out / "tensorboard").symlink_to(elsewhere, target_is_directory=True)
+    orphan = Path(str(temporary_name(out / "summary.json")).replace(f".{os.getpid()}.", ".999999999."))
+    orphan.write_text("{half")  # left by a run killed with kill -9
+    train(_config(out, epochs=1, overwrite=True))
+    assert (elsewhere / "other_run.log").read_text() == "keep"
+    assert not (out / "tensorboard").is_symlink() and not orphan.exists()
+
+
 def test_eval_only_reads_a_checkpoint_or_a_safetensors_file(run, tmp_path) -> None:
     out, summary = run
     from_checkpoint = train(_config(tmp_path / "e1", eval_only=str(out / "checkpoint.pt")))
@@ -268,19 +464,22 @@ def test_pretrained_file_loads_the_backbone_and_keeps_a_new_head(tmp_path) -> No
 
 # ----------------------------------------------------------------------- checkpoints
 def test_interrupted_checkpoint_write_leaves_the_previous_one(tmp_path, monkeypatch) -> None:
+    import errno
+
     path = tmp_path / "checkpoint.pt"
     first = {"format": CHECKPOINT_FORMAT, "epoch": 1, "model": {"w": torch.ones(3)}}
     save_checkpoint(path, first)
-    real_save = torch.save
+    real_write = Path.write_bytes
 
-    def dies_half_way(obj, f, *args, **kwargs):
-        Path(f).write_bytes(b"PK\x03\x04 half a zip file")
-        raise OSError("No space left on device")
+    def disk_full_half_way(self, data):
+        real_write(self, bytes(data)[:10])
+        raise OSError(errno.ENOSPC, "No space left on device", str(self))
 
-    monkeypatch.setattr(torch, "save", dies_half_way)
-    with pytest.raises(OSError, match="No space"):
+    monkeypatch.setattr(Path, "write_bytes", disk_full_half_way)
+    with pytest.raises(OSError, match="No space") as caught:
         save_checkpoint(path, {**first, "epoch": 2})
-    monkeypatch.setattr(torch, "save", real_save)
+    monkeypatch.setattr(Path, "write_bytes", real_write)
+    assert caught.value.filename == str(path)  # the file asked for, not the temporary
     loaded = load_checkpoint(path)
     assert loaded["epoch"] == 1 and torch.equal(loaded["model"]["w"], torch.ones(3))
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]
@@ -295,8 +494,8 @@ class _Exploit:
     "content, message",
     [
         (lambda p: torch.save({"w": torch.ones(1)}, p), "not a CUB-200 recipe checkpoint"),
-        (lambda p: p.write_bytes(b"not a checkpoint"), "not a readable training checkpoint"),
-        (lambda p: p.write_bytes(pickle.dumps({"x": _Exploit()}, protocol=2)), "not a readable training checkpoint"),
+        (lambda p: p.write_bytes(b"not a checkpoint"), "not a checkpoint format"),
+        (lambda p: p.write_bytes(pickle.dumps({"x": _Exploit()}, protocol=2)), "refused for safety"),
     ],
 )
 def test_load_checkpoint_refuses_foreign_corrupt_and_unsafe_files(tmp_path, content, message) -> None:
@@ -384,5 +583,6 @@ def test_benchmark_core_loops_run_on_cpu(tmp_path, capsys) -> None:
 def test_config_round_trips_through_a_checkpoint(run) -> None:
     out, _ = run
     saved = CUB200Config.from_dict(load_checkpoint(out / "checkpoint.pt")["config"])
-    expected = dataclasses.replace(_config(out), channels_last=False)  # resolved for the CPU
+    # Automatic settings are recorded as resolved: channels-last off on a CPU, no warm-up (the demo's).
+    expected = dataclasses.replace(_config(out), channels_last=False)
     assert saved == expected

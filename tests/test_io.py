@@ -68,6 +68,30 @@ def test_orphans_of_dead_processes_are_removed_and_live_ones_kept(tmp_path: Path
     assert live.exists() and other_host.exists() and other_file.exists()
 
 
+def test_a_whole_folder_is_swept_at_once_files_and_staging_folders(tmp_path: Path) -> None:
+    def dead(path: Path) -> Path:  # a temporary name whose process no longer exists
+        return Path(str(_io.temporary_name(path)).replace(f".{os.getpid()}.", ".999999999."))
+
+    orphan_file, orphan_folder = dead(tmp_path / "1.npy"), dead(tmp_path / "CUB_200_2011")
+    orphan_file.write_bytes(b"half")
+    (orphan_folder / "images").mkdir(parents=True)
+    live = _io.temporary_name(tmp_path / "2.npy")
+    live.write_bytes(b"being written")
+    mine = tmp_path / "3.npy"
+    mine.write_bytes(b"done")
+    assert sorted(_io.remove_orphans_in(tmp_path)) == sorted([orphan_file, orphan_folder])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, "3.npy"])
+
+
+def test_a_failed_write_names_the_file_asked_for(tmp_path: Path) -> None:
+    import errno
+
+    target = tmp_path / "summary.json"
+    with pytest.raises(OSError) as caught, _io.atomic_path(target) as tmp:
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp))
+    assert caught.value.errno == errno.ENOSPC and caught.value.filename == str(target)
+
+
 def test_write_json_writes_null_for_non_finite_numbers(tmp_path: Path) -> None:
     path = tmp_path / "metrics.json"
     _io.write_json(path, {"loss": math.nan, "lr": [math.inf, 0.1], "nested": {"x": -math.inf}, "ok": 1.5})

@@ -39,6 +39,7 @@ import json
 import math
 import os
 import re
+import shutil
 import socket
 import stat
 import threading
@@ -65,6 +66,7 @@ __all__ = [
     "open_regular",
     "probe_hosts",
     "remove_orphans",
+    "remove_orphans_in",
     "sha256_file",
     "temporary_name",
     "to_strict_json",
@@ -195,35 +197,56 @@ def temporary_name(path: Path, *, suffix: str = "tmp") -> Path:
     return path.with_name(f".{path.name}.{_HOST}.{os.getpid()}.{uuid.uuid4().hex[:8]}.{suffix}")
 
 
-def remove_orphans(path: Path) -> list[Path]:
-    """Remove temporaries of ``path`` left by processes of this host that no longer run.
-
-    Returns:
-        the files removed.
-    """
+def _remove_orphans(folder: Path, *, target: str | None) -> list[Path]:
     removed: list[Path] = []
     try:
-        siblings = list(path.parent.iterdir())
+        siblings = list(folder.iterdir())
     except OSError:
         return removed
     for candidate in siblings:
         match = _TEMP.fullmatch(candidate.name)
         if (
             match is None
-            or match["target"] != path.name
+            or (target is not None and match["target"] != target)
             or match["host"] != _HOST
             or int(match["pid"]) == os.getpid()
             or _pid_alive(int(match["pid"]))
         ):
             continue
         with contextlib.suppress(OSError):
-            candidate.unlink()
+            if candidate.is_dir() and not candidate.is_symlink():
+                shutil.rmtree(candidate)  # a staging folder (see temporary_name)
+            else:
+                candidate.unlink()
             removed.append(candidate)
     return removed
 
 
+def remove_orphans(path: Path) -> list[Path]:
+    """Remove temporaries of ``path`` left by processes of this host that no longer run.
+
+    A temporary is a file, or a staging folder named by :func:`temporary_name`.
+
+    Returns:
+        the files and folders removed.
+    """
+    return _remove_orphans(path.parent, target=path.name)
+
+
+def remove_orphans_in(folder: Path) -> list[Path]:
+    """Remove every temporary in ``folder`` left by processes of this host that no longer run.
+
+    One listing for the whole folder: for a folder of thousands of files written with
+    ``atomic_path(..., clean=False)`` (a cache), sweep once instead of at every write.
+
+    Returns:
+        the files and folders removed.
+    """
+    return _remove_orphans(folder, target=None)
+
+
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike[str], *, clean: bool = True) -> Iterator[Path]:
     """Yield a temporary path to write; it replaces ``path`` only if the block succeeds.
 
     Use it for writers that take a path (``torch.save``, ``safetensors.torch.save_file``,
@@ -233,18 +256,24 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
             torch.save(state, tmp)
 
     The folder must exist. On any exception (including ``KeyboardInterrupt``) the
-    temporary file is removed and ``path`` is left as it was.
+    temporary file is removed and ``path`` is left as it was. With ``clean`` (the
+    default) temporaries of ``path`` orphaned by killed processes are removed first;
+    pass ``clean=False`` where the folder is swept once with :func:`remove_orphans_in`.
     """
     path = Path(path)
-    remove_orphans(path)
+    if clean:
+        remove_orphans(path)
     tmp = temporary_name(path)
     try:
         yield tmp
         os.chmod(tmp, _default_permissions())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             tmp.unlink()
+        if isinstance(exc, OSError) and exc.filename == str(tmp):
+            # Name the file the caller asked for, not a temporary that no longer exists.
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc  # errno picks the subclass
         raise
 
 

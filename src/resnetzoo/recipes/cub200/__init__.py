@@ -39,6 +39,7 @@ from resnetzoo.recipes.cub200.config import (
 )
 from resnetzoo.recipes.cub200.data import (
     CUB200,
+    ClassListMismatchError,
     CUB200Record,
     CUB200Tree,
     CUB200TreeError,
@@ -47,11 +48,12 @@ from resnetzoo.recipes.cub200.data import (
     download_cub200,
     find_tree,
     make_synthetic_tree,
+    match_class_order,
     normalize_batch,
     read_tree,
     safe_extract,
 )
-from resnetzoo.recipes.cub200.engine import evaluate, main, train
+from resnetzoo.recipes.cub200.engine import TrainingDivergedError, evaluate, main, train
 
 __all__ = [
     "CUB200",
@@ -60,7 +62,9 @@ __all__ = [
     "CUB200Record",
     "CUB200Tree",
     "CUB200TreeError",
+    "ClassListMismatchError",
     "ConfigError",
+    "TrainingDivergedError",
     "UnsafeArchiveError",
     "build_parser",
     "build_transforms",
@@ -70,6 +74,7 @@ __all__ = [
     "load_checkpoint",
     "main",
     "make_synthetic_tree",
+    "match_class_order",
     "normalize_batch",
     "parse_config",
     "read_tree",

@@ -11,6 +11,8 @@ recipe and takes only where and how fast to run from the new settings.
 from __future__ import annotations
 
 import dataclasses
+import errno
+import io
 import json
 import logging
 import os
@@ -19,10 +21,12 @@ from typing import Any
 
 import torch
 import torch.nn as nn
+from safetensors import SafetensorError
 
 from resnetzoo._io import atomic_path
 from resnetzoo.errors import CheckpointError
 from resnetzoo.recipes.cub200.config import CUB200Config
+from resnetzoo.weights import read_checkpoint
 
 __all__ = ["CHECKPOINT_FORMAT", "load_checkpoint", "save_checkpoint"]
 
@@ -61,12 +65,16 @@ def _save_best(model: nn.Module, path: Path, *, config: CUB200Config, classes: l
                std: list[float], top1: float, epoch: int) -> None:
     from resnetzoo.remap import save_weights
 
-    save_weights(model, path, overwrite=True, metadata={
-        "dataset": "CUB-200-2011", "num_classes": str(len(classes)), "classes": json.dumps(list(classes)),
-        "mean": json.dumps(list(mean)), "std": json.dumps(list(std)), "img_size": str(config.img_size),
-        "resize": str(config.resize), "resize_mode": config.resize_mode, "test_top1": f"{top1:.4f}",
-        "epoch": str(epoch), "recipe": "resnetzoo.recipes.cub200",
-    })
+    try:
+        save_weights(model, path, overwrite=True, metadata={
+            "dataset": "CUB-200-2011", "num_classes": str(len(classes)), "classes": json.dumps(list(classes)),
+            "mean": json.dumps(list(mean)), "std": json.dumps(list(std)), "img_size": str(config.img_size),
+            "resize": str(config.resize), "resize_mode": config.resize_mode, "test_top1": f"{top1:.4f}",
+            "epoch": str(epoch), "recipe": "resnetzoo.recipes.cub200",
+        })
+    except SafetensorError as e:  # not an OSError, though a full disk is its usual cause
+        full = "StorageFull" in str(e) or "No space" in str(e)
+        raise OSError(errno.ENOSPC if full else errno.EIO, f"could not write the weights ({e})", str(path)) from e
 
 
 def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> None:
@@ -78,13 +86,25 @@ def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> None
         path: destination, e.g. ``output_dir / "checkpoint.pt"``.
         state: tensors and plain containers only, so :func:`load_checkpoint` can read
             it with ``weights_only=True``.
+
+    Raises:
+        OSError: the file cannot be written (a full disk, a read-only folder); the
+            previous checkpoint is intact.
     """
+    # Serialised in memory first: torch.save turns a failed write (a full disk) into a
+    # RuntimeError without the cause, while a plain file write raises the OSError.
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
     with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+        tmp.write_bytes(buffer.getbuffer())
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read a checkpoint written by :func:`~resnetzoo.recipes.cub200.train`, without running any pickled code.
+
+    The file is read by the library's checkpoint reader
+    (:func:`resnetzoo.weights.read_checkpoint`: ``weights_only=True``, clear errors for
+    truncated, corrupt and foreign files).
 
     Args:
         path: a ``checkpoint.pt``.
@@ -96,14 +116,10 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
 
     Raises:
         CheckpointError: the file is unreadable, unsafe, or not a recipe checkpoint.
+        FileNotFoundError: there is no file at ``path``.
     """
     path = Path(path)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise
-    except Exception as e:  # torch raises many types for a bad file; all mean the same here
-        raise CheckpointError(f"{path}: not a readable training checkpoint ({type(e).__name__}: {e})") from e
+    state, _ = read_checkpoint(path)
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(
             f"{path}: not a CUB-200 recipe checkpoint (no format {CHECKPOINT_FORMAT!r}); "

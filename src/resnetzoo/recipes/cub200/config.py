@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field, fields
@@ -38,6 +39,8 @@ __all__ = [
 ]
 
 _AMP_CHOICES = ("auto", "bf16", "fp16", "off")
+DEFAULT_WARMUP_EPOCHS = 5.0
+DEFAULT_WARMUP_SHARE = 0.05
 
 
 class ConfigError(ResNetZooError, ValueError):
@@ -62,7 +65,6 @@ SYNTHETIC_DEFAULTS: dict[str, Any] = {
     "lr": 0.05,
     "head_lr_mult": 1.0,  # from scratch, the head is no newer than the rest
     "warmup_epochs": 0.0,
-    "workers": 2,
     "output_dir": "runs/cub200-synthetic",
 }
 """What ``--synthetic`` changes unless given explicitly: a run of well under a minute on a CPU."""
@@ -99,16 +101,20 @@ class CUB200Config:
         metavar="DIR",
     )
     bbox_crop: bool = _setting(False, "crop every image to the bird's bounding box first", group="data")
-    workers: int = _setting(8, "data-loading worker processes per GPU", group="data")
+    workers: int | None = _setting(
+        None, "data-loading worker processes per GPU (default: the CPUs this process may use, "
+        "shared among the processes of one machine, at most 8)", group="data", metavar="N",
+    )
 
     # model
     arch: str = _setting("resnet50", "architecture, as listed by resnetzoo.list_models()", group="model")
     pretrained: str = _setting(
         "tv_in1k",
-        "start weights: a tag of --arch (tv_in1k = torchvision ImageNet-1k V1, as in the published "
-        "recipe), 'none', or a weights/checkpoint file loaded with its head dropped",
+        "start weights, as for resnetzoo.create_model: a tag of --arch (tv_in1k = torchvision "
+        "ImageNet-1k V1, as in the published recipe), a full name (resnet50.tv2_in1k), 'none', a "
+        "checkpoint file, an hf-hub:org/repo reference or a URL; the classifier is left out",
         group="model",
-        metavar="TAG|none|PATH",
+        metavar="TAG|NAME|none|PATH|URL",
     )
     drop_path_rate: float = _setting(0.0, "stochastic depth of the last block (0 in the published recipe)", group="model")
 
@@ -136,8 +142,9 @@ class CUB200Config:
     momentum: float = _setting(0.9, "SGD momentum (published: 0.9)", group="optimisation")
     nesterov: bool = _setting(False, "Nesterov momentum (published: off)", group="optimisation")
     weight_decay: float = _setting(5e-4, "weight decay on every parameter (published: 5e-4)", group="optimisation")
-    warmup_epochs: float = _setting(
-        5.0, "linear warm-up length in epochs before the per-step cosine decay (5 % of 100)", group="optimisation"
+    warmup_epochs: float | None = _setting(
+        None, "linear warm-up length in epochs before the per-step cosine decay (default: 5 % of "
+        "--epochs, at most 5: 5 of the recipe's 100)", group="optimisation", metavar="EPOCHS",
     )
     label_smoothing: float = _setting(0.1, "label smoothing of the training loss (published: 0.1)", group="optimisation")
     grad_accum: int = _setting(1, "micro-batches accumulated per optimizer step", group="optimisation")
@@ -199,26 +206,25 @@ class CUB200Config:
         """
         positive_ints = ("epochs", "batch_size", "img_size", "resize", "grad_accum")
         for name in positive_ints:
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"--{_flag(name)} must be an integer >= 1, got {value!r}")
-        for name in ("workers", "crop_padding", "seed"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise ConfigError(f"--{_flag(name)} must be an integer >= 0, got {value!r}")
+            _check_int(name, getattr(self, name), low=1)
+        for name in ("crop_padding", "seed"):
+            _check_int(name, getattr(self, name), low=0)
+        if self.workers is not None:
+            _check_int("workers", self.workers, low=0)
+        # Every float must be a finite number: nan passes every comparison below, and a
+        # nan or inf learning rate trains a network of nan that still "reports" accuracy.
         for name in ("lr", "head_lr_mult"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or value <= 0:
-                raise ConfigError(f"--{_flag(name)} must be a number > 0, got {value!r}")
-        for name in ("weight_decay", "momentum", "label_smoothing", "drop_path_rate", "warmup_epochs"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or value < 0:
-                raise ConfigError(f"--{_flag(name)} must be a number >= 0, got {value!r}")
+            _check_number(name, getattr(self, name), low=0, low_open=True)
         for name in ("momentum", "label_smoothing", "drop_path_rate"):
-            if getattr(self, name) >= 1:
-                raise ConfigError(f"--{_flag(name)} must be below 1, got {getattr(self, name)!r}")
-        if self.warmup_epochs > self.epochs:
-            raise ConfigError(f"--warmup-epochs ({self.warmup_epochs}) is longer than --epochs ({self.epochs})")
+            _check_number(name, getattr(self, name), low=0, high=1)
+        _check_number("weight_decay", self.weight_decay, low=0)
+        if self.warmup_epochs is not None:
+            _check_number("warmup_epochs", self.warmup_epochs, low=0)
+            if self.warmup_epochs > self.epochs:
+                raise ConfigError(
+                    f"--warmup-epochs ({self.warmup_epochs}) is longer than --epochs ({self.epochs}); "
+                    f"give a shorter warm-up (0 for none), or leave it out for 5 % of the run"
+                )
         if self.img_size > self.resize:
             raise ConfigError(
                 f"--img-size ({self.img_size}) is larger than --resize ({self.resize}): the crop is taken "
@@ -237,6 +243,13 @@ class CUB200Config:
         self._validate_device()
         self._validate_model()
         self._validate_paths()
+
+    @property
+    def warmup(self) -> float:
+        """The warm-up in epochs: ``warmup_epochs``, or by default 5 % of the run, at most 5 epochs."""
+        if self.warmup_epochs is not None:
+            return float(self.warmup_epochs)
+        return min(DEFAULT_WARMUP_EPOCHS, DEFAULT_WARMUP_SHARE * self.epochs)
 
     def _validate_device(self) -> None:
         if self.device == "auto":
@@ -260,18 +273,17 @@ class CUB200Config:
             close = difflib.get_close_matches(self.arch, models, n=3)
             hint = f" Did you mean {', '.join(close)}?" if close else ""
             raise ConfigError(f"--arch {self.arch!r} is not a resnetzoo model.{hint} Choices: {', '.join(models)}")
-        if self.pretrained == "none" or self.eval_only is not None:
+        if self.eval_only is not None:
             return
-        if Path(self.pretrained).is_file():
-            return
-        if any(sep in self.pretrained for sep in "/\\") or Path(self.pretrained).suffix in (".pt", ".pth", ".bin", ".safetensors"):
-            raise ConfigError(f"--pretrained {self.pretrained}: no such file")
-        from resnetzoo.weights import get_weights
+        from resnetzoo.weights import WeightSpec, pretrained_source
 
         try:
-            get_weights(self.arch, self.pretrained)
+            source = pretrained_source(self.arch, self.pretrained)
         except ValueError as e:
-            raise ConfigError(f"--pretrained {self.pretrained!r}: {e} (or give 'none' or a weights file)") from None
+            raise ConfigError(f"--pretrained {self.pretrained!r}: {e}") from None
+        remote = isinstance(source, str) and ("://" in source or source.startswith("hf-hub:"))
+        if source is not None and not isinstance(source, WeightSpec) and not remote and not Path(source).exists():
+            raise ConfigError(f"--pretrained {self.pretrained}: no such file")
 
     def _validate_paths(self) -> None:
         if self.eval_only is not None and not Path(self.eval_only).is_file():
@@ -287,6 +299,23 @@ class CUB200Config:
                 f"{root / TREE_DIRNAME / 'images.txt'}). Add --download to fetch it (1.1 GB), point "
                 f"--data-root at an extracted copy, or try the pipeline with --synthetic"
             )
+
+
+def _check_int(name: str, value: Any, *, low: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < low:
+        raise ConfigError(f"--{_flag(name)} must be an integer >= {low}, got {value!r}")
+
+
+def _check_number(
+    name: str, value: Any, *, low: float, high: float | None = None, low_open: bool = False
+) -> None:
+    """A finite number in ``[low, high)`` (``(low, high)`` with ``low_open``), else ConfigError naming the flag."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigError(f"--{_flag(name)} must be a finite number, got {value!r}")
+    too_low = value <= low if low_open else value < low
+    if too_low or (high is not None and value >= high):
+        bounds = f"{'>' if low_open else '>='} {low:g}" + (f" and below {high:g}" if high is not None else "")
+        raise ConfigError(f"--{_flag(name)} must be a number {bounds}, got {value!r}")
 
 
 def _scalar_type(hint: Any) -> type:
@@ -332,7 +361,8 @@ def build_parser() -> argparse.ArgumentParser:
             kwargs["help"] = text + (" (default: on)" if f.default is True else "")
         else:
             kwargs.update(type=kind, choices=meta["choices"], metavar=meta["metavar"])
-            kwargs["help"] = f"{text} (default: {f.default})"
+            # A None default is described by the help text itself ("default: ...").
+            kwargs["help"] = text if f.default is None else f"{text} (default: {f.default})"
         group.add_argument(f"--{_flag(f.name)}", **kwargs)
     return parser
 

@@ -26,15 +26,16 @@ JPEG files in the same layout, for trying the pipeline without the 1.1 GB downlo
 from __future__ import annotations
 
 import colorsys
+import dataclasses
 import hashlib
+import logging
+import math
 import os
 import random
 import shutil
 import tarfile
-import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Literal
 
@@ -45,7 +46,14 @@ from torch.utils.data import Dataset
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
-from resnetzoo._io import http_download, sha256_file
+from resnetzoo._io import (
+    atomic_path,
+    http_download,
+    remove_orphans,
+    remove_orphans_in,
+    sha256_file,
+    temporary_name,
+)
 from resnetzoo.errors import ChecksumError, DownloadError, ResNetZooError
 
 __all__ = [
@@ -56,11 +64,13 @@ __all__ = [
     "CUB200Record",
     "CUB200Tree",
     "CUB200TreeError",
+    "ClassListMismatchError",
     "UnsafeArchiveError",
     "build_transforms",
     "download_cub200",
     "find_tree",
     "make_synthetic_tree",
+    "match_class_order",
     "normalize_batch",
     "read_tree",
     "safe_extract",
@@ -81,6 +91,8 @@ _INDEX_FILES = (
     "bounding_boxes.txt",
 )
 
+logger = logging.getLogger(__name__)
+
 Split = Literal["train", "test"]
 ResizeMode = Literal["square", "shorter"]
 
@@ -97,7 +109,7 @@ class UnsafeArchiveError(ResNetZooError, ValueError):
 
 
 # ----------------------------------------------------------------------------------- the tree
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class CUB200Record:
     """One image of the tree, joined across the index files by its id.
 
@@ -118,7 +130,7 @@ class CUB200Record:
     line: int
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class CUB200Tree:
     """A parsed and checked CUB-200-2011 tree (see :func:`read_tree`).
 
@@ -159,8 +171,15 @@ def _read_table(path: Path, *, columns: int) -> list[tuple[int, list[str]]]:
             f"(re-extract the archive, or download it again with download=True / --download)"
         )
     rows = []
-    with path.open(encoding="utf-8") as f:
-        for number, text in enumerate(f, start=1):
+    with path.open("rb") as f:
+        for number, raw in enumerate(f, start=1):
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise CUB200TreeError(
+                    f"{path.name}:{number}: not UTF-8 text (byte {raw[e.start]:#04x} at column {e.start + 1}); "
+                    f"the index files are plain UTF-8: re-extract the archive or save {path} as UTF-8"
+                ) from None
             if not text.strip():
                 continue
             # maxsplit keeps a path with spaces in one field.
@@ -204,6 +223,8 @@ def _parse_split(where: str, fields: list[str]) -> bool:
 
 def _parse_bbox(where: str, fields: list[str]) -> tuple[float, float, float, float]:
     x, y, w, h = (_parse_number(v, float, where=where, what="a bounding-box value") for v in fields)
+    if not all(math.isfinite(v) for v in (x, y, w, h)):
+        raise CUB200TreeError(f"{where}: bounding box (x={x}, y={y}, w={w}, h={h}) has a value that is not a finite number")
     if x < 0 or y < 0 or w <= 0 or h <= 0:
         raise CUB200TreeError(f"{where}: bounding box (x={x}, y={y}, w={w}, h={h}) needs x, y >= 0 and w, h > 0")
     return (x, y, w, h)
@@ -227,9 +248,20 @@ def _check_image(root: Path, record: CUB200Record) -> str | None:
         # Reads the header only: cheap enough for every image at start-up.
         with Image.open(path):
             pass
+    except Image.DecompressionBombError as e:
+        return f"images.txt:{record.line}: {path} {_too_large(e)}"
     except (UnidentifiedImageError, OSError) as e:
         return f"images.txt:{record.line}: {path} is not a readable image ({e})"
     return None
+
+
+def _too_large(error: Exception) -> str:
+    # PIL refuses images over twice Image.MAX_IMAGE_PIXELS: decoding one could take
+    # gigabytes (a "decompression bomb"). No photograph of a data set comes near it.
+    return (
+        f"is too large to decode safely ({error}); remove or shrink it, or raise "
+        f"PIL.Image.MAX_IMAGE_PIXELS if you trust the file"
+    )
 
 
 def _fingerprint(root: Path) -> str:
@@ -310,6 +342,60 @@ def read_tree(root: str | os.PathLike[str], *, check_images: bool = True, num_th
     return CUB200Tree(root=found, classes=class_names, records=records, fingerprint=_fingerprint(found))
 
 
+class ClassListMismatchError(ResNetZooError, ValueError):
+    """A checkpoint was trained on other classes than the data set lists."""
+
+
+def match_class_order(
+    expected: Sequence[str], found: Sequence[str], *, expected_from: str, found_from: str
+) -> list[int] | None:
+    """Compare a checkpoint's class list with a data set's, by name.
+
+    Args:
+        expected: the class names in the checkpoint's label order.
+        found: the class names in the data set's label order.
+        expected_from: where ``expected`` comes from, for messages (the checkpoint path).
+        found_from: where ``found`` comes from (``classes.txt``).
+
+    Returns:
+        None when the lists are equal. When ``found`` holds the same, distinct names
+        in another order: for each label of the data, its index in ``expected`` (the
+        data's labels are then mapped by name; a warning says so).
+
+    Raises:
+        ClassListMismatchError: the lists hold different names, or a name twice so that
+            mapping by name would be ambiguous; the message shows the first difference.
+    """
+    expected, found = list(expected), list(found)
+    if expected == found:
+        return None
+    position = next((i for i, (a, b) in enumerate(zip(expected, found, strict=False)) if a != b),
+                    min(len(expected), len(found)))
+
+    def at(names: list[str]) -> str:
+        return repr(names[position]) if position < len(names) else "nothing (the list ends)"
+
+    first = (f"first difference at class {position + 1}: {at(expected)} in {expected_from}, "
+             f"{at(found)} in {found_from}")
+    distinct = len(set(expected)) == len(expected) and len(set(found)) == len(found)
+    if sorted(expected) != sorted(found) or not distinct:
+        extra, missing = sorted(set(found) - set(expected)), sorted(set(expected) - set(found))
+        detail = "; ".join(filter(None, [
+            f"{len(expected)} classes in the checkpoint, {len(found)} in the data",
+            f"not in the checkpoint: {', '.join(extra[:3])}" if extra else "",
+            f"not in the data: {', '.join(missing[:3])}" if missing else "",
+            "" if distinct else "a class name is listed twice, so classes cannot be matched by name",
+        ]))
+        raise ClassListMismatchError(
+            f"the checkpoint was trained on other classes than the data lists ({first}; {detail}). "
+            f"Use the data the checkpoint was trained on, or a checkpoint trained on this data"
+        )
+    logger.warning("the data lists the checkpoint's %d classes in another order (%s); labels are matched "
+                   "by class name", len(expected), first)
+    index = {name: i for i, name in enumerate(expected)}
+    return [index[name] for name in found]
+
+
 # ------------------------------------------------------------------------------- the dataset
 def _decode(root: Path, record: CUB200Record, *, bbox_crop: bool) -> Image.Image:
     path = root / "images" / record.path
@@ -318,6 +404,8 @@ def _decode(root: Path, record: CUB200Record, *, bbox_crop: bool) -> Image.Image
             # convert() decodes fully, so a truncated file fails here, at a known place;
             # it also turns grayscale, CMYK, palette and RGBA images into RGB.
             rgb = img.convert("RGB")
+    except Image.DecompressionBombError as e:
+        raise CUB200TreeError(f"images.txt:{record.line}: {path} {_too_large(e)}") from None
     except (UnidentifiedImageError, OSError) as e:
         raise CUB200TreeError(f"images.txt:{record.line}: cannot decode {path} ({e})") from e
     if bbox_crop:
@@ -400,6 +488,24 @@ class CUB200(Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
+    def use_class_order(self, classes: Sequence[str], *, source: str = "the given order") -> None:
+        """Relabel the samples so that label ``i`` means ``classes[i]`` (the same names, reordered).
+
+        Args:
+            classes: the class names in the wanted label order (a checkpoint's).
+            source: where ``classes`` comes from, for messages.
+
+        Raises:
+            ClassListMismatchError: ``classes`` is not a reordering of :attr:`classes`.
+        """
+        order = match_class_order(classes, self.classes, expected_from=source,
+                                  found_from=str(self.tree.root / "classes.txt"))
+        if order is None:
+            return
+        self.records = [dataclasses.replace(r, label=order[r.label]) for r in self.records]
+        self.classes = list(classes)
+        self.targets = [r.label for r in self.records]
+
     def _prepare(self, record: CUB200Record) -> np.ndarray:
         img = _decode(self.tree.root, record, bbox_crop=self.bbox_crop)
         if self.resize is not None:
@@ -414,10 +520,10 @@ class CUB200(Dataset):
             pass  # not cached yet (writes are atomic, so a damaged file is not ours: redo it)
         array = self._prepare(record)
         cache_dir.mkdir(parents=True, exist_ok=True)
-        # Unique per process and thread: workers may fill the same entry at once.
-        tmp = path.with_name(f"{path.stem}.{os.getpid()}.{threading.get_ident()}.tmp.npy")
-        np.save(tmp, array)
-        os.replace(tmp, path)
+        # Temporary names are unique per write (workers may fill the same entry at once);
+        # orphans of killed processes are swept once per folder by build_cache, not per file.
+        with atomic_path(path, clean=False) as tmp, tmp.open("wb") as f:
+            np.save(f, array)
         return array
 
     def load_image(self, index: int) -> torch.Tensor:
@@ -451,6 +557,7 @@ class CUB200(Dataset):
         from tqdm.auto import tqdm
 
         cache_dir = self.cache_dir
+        remove_orphans_in(cache_dir)  # temporaries of a run killed while caching
         missing = [r for r in self.records if not (cache_dir / f"{r.image_id}.npy").is_file()]
         with ThreadPoolExecutor(max_workers=max(1, num_threads)) as pool:
             done = pool.map(lambda record: self._cached(record, cache_dir), missing)
@@ -505,64 +612,99 @@ def normalize_batch(
 
 
 # ------------------------------------------------------------------------ safe extraction
-def _check_member(member: tarfile.TarInfo, dest: Path) -> None:
+def _check_member(member: tarfile.TarInfo) -> None:
     name = member.name
     parts = PurePosixPath(name).parts
     if name.startswith(("/", "\\")) or PurePosixPath(name).is_absolute() or (len(name) > 1 and name[1] == ":"):
         raise UnsafeArchiveError(f"archive member {name!r} has an absolute path; refusing to extract")
     if ".." in parts:
-        raise UnsafeArchiveError(f"archive member {name!r} contains '..' and would escape {dest}; refusing to extract")
-    target = (dest / name).resolve()
-    if not target.is_relative_to(dest):
-        raise UnsafeArchiveError(f"archive member {name!r} would be written outside {dest}; refusing to extract")
-    if member.isdev() or member.isfifo():
-        raise UnsafeArchiveError(f"archive member {name!r} is a device or fifo; refusing to extract")
+        raise UnsafeArchiveError(f"archive member {name!r} contains '..' and would escape the folder; refusing to extract")
     if member.issym() or member.islnk():
-        link = member.linkname
-        base = target.parent if member.issym() else dest
-        if PurePosixPath(link).is_absolute() or not (base / link).resolve().is_relative_to(dest):
+        # A chain of links, each harmless alone (d/l -> .., d/l/x -> ..), can lead a later
+        # member anywhere; no data-set archive needs links, so none is extracted.
+        kind = "symbolic" if member.issym() else "hard"
+        raise UnsafeArchiveError(
+            f"archive member {name!r} is a {kind} link (to {member.linkname!r}); archives with links "
+            f"are refused (the data-set archives have none)"
+        )
+    if not (member.isfile() or member.isdir()):
+        raise UnsafeArchiveError(f"archive member {name!r} is a device or fifo; refusing to extract")
+
+
+def _move_into_place(staging: Path, dest: Path) -> None:
+    if not dest.exists():
+        os.replace(staging, dest)
+        return
+    entries = sorted(staging.iterdir())
+    for entry in entries:
+        target = dest / entry.name
+        if target.exists() or target.is_symlink():
             raise UnsafeArchiveError(
-                f"archive member {name!r} links to {link!r}, outside {dest}; refusing to extract"
+                f"{target} already exists and extracting would replace it; move it away and retry "
+                f"(nothing was extracted)"
             )
+    for entry in entries:
+        os.replace(entry, dest / entry.name)
 
 
 def safe_extract(archive: str | os.PathLike[str], dest: str | os.PathLike[str]) -> None:
-    """Extract a tar archive, refusing any member that could write outside ``dest``.
+    """Extract a tar archive of plain files and folders into ``dest``, all or nothing.
 
     Every member is checked before anything is written: absolute paths, ``..``
-    components, links pointing outside ``dest``, devices and fifos are rejected.
-    Where Python has it, ``tarfile``'s ``"data"`` filter is applied as well.
+    components, links of either kind, devices and fifos are refused. The members are
+    extracted into a staging folder beside ``dest`` (with Python's ``tarfile`` ``"data"``
+    filter where it has one) and moved into ``dest`` only when all of them are out; on
+    any failure the staging folder is removed, so ``dest`` never holds part of an
+    archive. A staging folder left by a killed process is removed by the next call.
 
     Args:
         archive: a ``.tar``, ``.tgz``, ``.tar.gz``, ``.tar.bz2`` or ``.tar.xz`` file.
-        dest: the folder to extract into (created if absent).
+        dest: the folder to extract into; created if absent. Entries of the archive's top
+            level must not exist in it yet.
 
     Raises:
-        UnsafeArchiveError: a member fails the checks; nothing has been extracted.
+        UnsafeArchiveError: a member fails the checks, or would replace something in
+            ``dest``; nothing has been extracted.
+        tarfile.TarError, OSError: the archive is corrupt, or the disk is full;
+            nothing has been extracted.
     """
     dest = Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
-    dest = dest.resolve()
     with tarfile.open(archive, "r:*") as tar:
         members = tar.getmembers()
         for member in members:
-            _check_member(member, dest)
-        if hasattr(tarfile, "data_filter"):
-            tar.extractall(dest, members=members, filter="data")
-        else:  # Python < 3.10.12: the checks above are the protection
-            tar.extractall(dest, members=members)
+            _check_member(member)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        remove_orphans(dest)
+        staging = temporary_name(dest)
+        staging.mkdir()
+        try:
+            if hasattr(tarfile, "data_filter"):
+                tar.extractall(staging, members=members, filter="data")
+            else:  # Python < 3.10.12 / 3.11.4: the checks above are the protection
+                tar.extractall(staging, members=members)
+            _move_into_place(staging, dest)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------------- download
+def _by_hand(archive: Path, *, url: str, size: int | None, sha256: str) -> str:
+    bytes_ = f"{size:,} bytes, " if size is not None else ""
+    text = (
+        f"Download it by hand from {url} ({bytes_}sha256 {sha256}) and save it as {archive}: "
+        f"the next run with --download (download=True) verifies and extracts it"
+    )
+    partial = archive.with_name(archive.name + ".partial")
+    if partial.is_file():
+        text += f"; or run again to continue from the {partial.stat().st_size:,} bytes kept in {partial}"
+    return text + "."
+
+
 def _fetch_resumable(url: str, archive: Path, *, size: int | None, sha256: str, progress: bool,
                      timeout: float) -> None:
     """Download ``url`` to ``archive``, verified, continuing from ``archive.partial`` (HTTP Range)."""
     from tqdm.auto import tqdm
 
-    where = (
-        f"or download {ARCHIVE_NAME} by hand (sha256 {sha256}) and put it at {archive}; "
-        f"the partial download {archive.name}.partial, if any, resumes on the next run"
-    )
     with tqdm(unit="B", unit_scale=True, desc=archive.name, disable=not progress) as bar:
 
         def show(received: int, total: int | None) -> None:
@@ -572,7 +714,9 @@ def _fetch_resumable(url: str, archive: Path, *, size: int | None, sha256: str, 
         try:
             http_download(url, archive, sha256=sha256, size=size, resume=True, timeout=timeout, on_progress=show)
         except DownloadError as e:
-            raise DownloadError(f"{e}; retry, {where}") from e
+            raise DownloadError(
+                f"could not download {archive.name} ({e}). {_by_hand(archive, url=url, size=size, sha256=sha256)}"
+            ) from e
 
 
 def _verify(path: Path, *, size: int | None, sha256: str) -> str | None:
@@ -586,19 +730,27 @@ def _verify(path: Path, *, size: int | None, sha256: str) -> str | None:
     return None
 
 
+def _refuse_incomplete_tree(target: Path) -> None:
+    if (target.exists() or target.is_symlink()) and not (target / "images.txt").is_file():
+        raise CUB200TreeError(
+            f"{target} exists but holds no images.txt: an incomplete copy or another data set. "
+            f"Move or delete it and run again (nothing was downloaded or extracted)"
+        )
+
+
 def _extract_tree(archive: Path, root: Path) -> Path:
-    staging = root / f".{TREE_DIRNAME}.extracting"
-    if staging.exists():
-        shutil.rmtree(staging)  # our own leftover from an interrupted extraction
-    safe_extract(archive, staging)
-    extracted = find_tree(staging)
-    if extracted is None:
-        shutil.rmtree(staging)
-        raise CUB200TreeError(f"{archive} holds no {TREE_DIRNAME}/images.txt; it is not the CUB-200-2011 archive")
     target = root / TREE_DIRNAME
-    os.replace(extracted, target)
-    if staging.exists():
-        shutil.rmtree(staging)
+    _refuse_incomplete_tree(target)
+    remove_orphans(target)  # the staging folder of an extraction that was killed
+    staging = temporary_name(target)
+    try:
+        safe_extract(archive, staging)
+        extracted = find_tree(staging)
+        if extracted is None:
+            raise CUB200TreeError(f"{archive} holds no {TREE_DIRNAME}/images.txt; it is not the CUB-200-2011 archive")
+        os.replace(extracted, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return target
 
 
@@ -617,8 +769,9 @@ def download_cub200(
     continues from there on the next call (HTTP Range; a server that ignores Range
     makes it start over). Size and sha256 are checked before anything is extracted,
     a mismatching download is deleted, and extraction goes through
-    :func:`safe_extract` into a staging folder that is renamed into place at the end,
-    so a half-extracted tree is never mistaken for a complete one. The verified
+    :func:`safe_extract` into a staging folder that is renamed into place at the end
+    and removed on any failure, so a half-extracted tree is never mistaken for a
+    complete one and nothing is left behind. The verified
     ``root/CUB_200_2011.tgz`` is kept (delete it to save 1.1 GB).
 
     Args:
@@ -638,12 +791,15 @@ def download_cub200(
             for resuming).
         ChecksumError: the download has the wrong size or sha256 (it is deleted), or a
             ``CUB_200_2011.tgz`` already in ``root`` does not match (it is left alone).
-        UnsafeArchiveError: the archive has a member that would escape ``root``.
-        CUB200TreeError: the archive has no ``CUB_200_2011/images.txt``.
+        UnsafeArchiveError: the archive has a link, or a member that would escape ``root``;
+            nothing is extracted.
+        CUB200TreeError: the archive has no ``CUB_200_2011/images.txt``, or
+            ``root/CUB_200_2011`` exists without it (checked before downloading).
     """
     root = Path(root)
     if (root / TREE_DIRNAME / "images.txt").is_file():
         return root / TREE_DIRNAME
+    _refuse_incomplete_tree(root / TREE_DIRNAME)  # before 1.1 GB are downloaded for nothing
     root.mkdir(parents=True, exist_ok=True)
     archive = root / ARCHIVE_NAME
     if archive.exists():

@@ -67,6 +67,19 @@ def _resolve_device(config: CUB200Config, dist: _Dist) -> torch.device:
     return device
 
 
+def _default_workers(dist: _Dist) -> int:
+    """Data-loading workers per process: the CPUs this process may use, shared by the local processes, at most 8."""
+    try:
+        cpus = len(os.sched_getaffinity(0))  # what a container or taskset allows, not the whole machine
+    except AttributeError:  # macOS, Windows
+        cpus = os.cpu_count() or 1
+    try:
+        local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    except ValueError:
+        local = 1
+    return max(0, min(8, cpus // local))
+
+
 def _show_progress(config: CUB200Config, dist: _Dist) -> bool:
     # Bars only on rank 0 and only on a terminal: in a log file they are noise.
     return config.progress and dist.is_main and sys.stderr.isatty()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import functools
 import json
 import logging
@@ -46,6 +47,7 @@ from resnetzoo.recipes.cub200.config import ConfigError, CUB200Config, parse_con
 from resnetzoo.recipes.cub200.data import CUB200, normalize_batch
 from resnetzoo.recipes.cub200.distributed import (
     _all_reduce_sum,
+    _default_workers,
     _Dist,
     _dist_from_env,
     _main_process_first,
@@ -61,6 +63,7 @@ from resnetzoo.recipes.cub200.loaders import (
 )
 from resnetzoo.recipes.cub200.outputs import (
     _append_metrics,
+    _check_writable,
     _device_info,
     _log_tensorboard,
     _plot_curves,
@@ -72,9 +75,13 @@ from resnetzoo.recipes.cub200.outputs import (
 )
 from resnetzoo.recipes.cub200.seeding import _derive_seed, _seed_everything, _SeededSampler
 
-__all__ = ["evaluate", "main", "train"]
+__all__ = ["TrainingDivergedError", "evaluate", "main", "train"]
 
 logger = logging.getLogger(__name__)
+
+
+class TrainingDivergedError(ResNetZooError, ArithmeticError):
+    """The training loss or the weights became NaN or infinite; the run stopped without saving them."""
 
 
 # -------------------------------------------------------------- model, optimiser
@@ -87,28 +94,32 @@ def _amp_dtype(config: CUB200Config, device: torch.device) -> torch.dtype | None
 
 
 def _normalisation(config: CUB200Config) -> tuple[list[float], list[float]]:
-    from resnetzoo.weights import IMAGENET_MEAN, IMAGENET_STD, get_weights
+    from resnetzoo.weights import IMAGENET_MEAN, IMAGENET_STD, WeightSpec, pretrained_source
 
-    if config.pretrained == "none" or Path(config.pretrained).is_file():
-        return list(IMAGENET_MEAN), list(IMAGENET_STD)
-    spec = get_weights(config.arch, config.pretrained)
-    return list(spec.mean), list(spec.std)
+    source = pretrained_source(config.arch, config.pretrained)
+    if isinstance(source, WeightSpec):
+        return list(source.mean), list(source.std)
+    return list(IMAGENET_MEAN), list(IMAGENET_STD)
 
 
 def _build_model(config: CUB200Config, *, num_classes: int, load_pretrained: bool = True) -> nn.Module:
     from resnetzoo import create_model
-    from resnetzoo.remap import load_weights
+    from resnetzoo.errors import WeightsUnavailableError
+    from resnetzoo.weights import pretrained_source
 
-    tag = config.pretrained
-    from_file = load_pretrained and tag != "none" and Path(tag).is_file()
-    from_tag = load_pretrained and tag != "none" and not from_file
-    model = create_model(
-        config.arch, pretrained=tag if from_tag else False, num_classes=num_classes, drop_path_rate=config.drop_path_rate
-    )
-    if from_file:
-        # The head is new (200 classes): keep its initialisation, but every other key must fit.
-        load_weights(model, tag, strict=True, ignore_head=True)
-    return model
+    # --pretrained is create_model's pretrained=: one vocabulary (tag, full name, none,
+    # path, hf-hub:, URL); a classifier that does not fit num_classes is left out.
+    wanted = load_pretrained and pretrained_source(config.arch, config.pretrained) is not None
+    try:
+        return create_model(
+            config.arch, pretrained=config.pretrained if wanted else False, num_classes=num_classes,
+            drop_path_rate=config.drop_path_rate,
+        )
+    except WeightsUnavailableError as e:
+        raise WeightsUnavailableError(
+            f"{e}\nFrom the command line: download the weights where you have access and pass the file "
+            f"with --pretrained PATH, or train from scratch with --pretrained none."
+        ) from e
 
 
 def _to_device(model: nn.Module, config: CUB200Config, device: torch.device) -> None:
@@ -147,7 +158,7 @@ def _build_optimisation(
     )
     schedule = functools.partial(
         _lr_factor,
-        warmup_steps=round(config.warmup_epochs * steps_per_epoch),
+        warmup_steps=round(config.warmup * steps_per_epoch),
         total_steps=config.epochs * steps_per_epoch,
     )
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
@@ -181,6 +192,9 @@ def _train_epoch(
     model.train()
     ddp = isinstance(model, nn.parallel.DistributedDataParallel)
     totals = torch.zeros(3, dtype=torch.float64, device=device)  # loss sum, correct, images
+    # The first step whose loss was not finite (``steps``: none yet), kept on the device
+    # and read every _CHECK_EVERY steps, so that checking does not wait for the GPU.
+    first_bad = torch.full((), steps, dtype=torch.int64, device=device)
     batches = iter(loader)
     start = time.perf_counter()
     bar = tqdm(total=steps, desc=desc, leave=False, disable=not _show_progress(config, dist))
@@ -200,10 +214,13 @@ def _train_epoch(
                 scaler.scale(loss / config.grad_accum).backward()
             correct = (logits.detach().argmax(1) == labels).sum()
             totals += torch.stack([loss.detach().double() * labels.numel(), correct.double(), totals.new_tensor(labels.numel())])
+            first_bad = torch.where(loss.detach().isfinite() | (first_bad < steps), first_bad, step)
         scaler.step(optimizer)
         scaler.update()
         scheduler.step()
         bar.update()
+        if step % _CHECK_EVERY == 0 or step == steps - 1:
+            _stop_if_diverged(first_bad, dist=dist, steps=steps, desc=desc, config=config)
         if step % 20 == 0 and not bar.disable:  # .item() waits for the GPU: only when shown
             bar.set_postfix(loss=f"{loss.item():.3f}")
     bar.close()
@@ -218,6 +235,38 @@ def _train_epoch(
         "train_s": seconds,
         "images_per_s": count / seconds,
     }
+
+
+_CHECK_EVERY = 20
+
+
+def _stop_if_diverged(first_bad: torch.Tensor, *, dist: _Dist, steps: int, desc: str, config: CUB200Config) -> None:
+    """Raise on every rank at once if any rank saw a loss that is not finite."""
+    if dist.enabled:  # every rank must stop together, or the others wait forever
+        first_bad = first_bad.clone()
+        torch_dist.all_reduce(first_bad, op=torch_dist.ReduceOp.MIN)
+    step = int(first_bad.item())
+    if step < steps:
+        raise TrainingDivergedError(_diverged_message(f"the training loss is not finite at {desc}, step {step + 1} "
+                                                      f"of {steps}", config))
+
+
+def _diverged_message(what: str, config: CUB200Config) -> str:
+    hints = [f"a lower --lr (now {config.lr:g})", f"a longer --warmup-epochs (now {config.warmup:g})"]
+    if config.amp == "fp16":
+        hints.append("--amp bf16 or off")
+    return (
+        f"training diverged: {what}. Nothing of this epoch was saved: the last checkpoint and best "
+        f"weights, if any, are from before. Try {', or '.join(hints)}"
+    )
+
+
+def _check_finite_weights(model: nn.Module, *, where: str, config: CUB200Config) -> None:
+    bad = [name for name, tensor in model.state_dict().items()
+           if tensor.is_floating_point() and not bool(tensor.isfinite().all())]
+    if bad:
+        raise TrainingDivergedError(_diverged_message(f"{len(bad)} weight tensors hold NaN or infinity after "
+                                                      f"{where} (first: {bad[0]})", config))
 
 
 @torch.no_grad()
@@ -299,24 +348,27 @@ def _evaluate_only(config: CUB200Config, dist: _Dist, device: torch.device) -> d
     def check_output() -> None:
         if (out / "eval.json").exists() and not config.overwrite:
             raise ConfigError(f"{out / 'eval.json'} exists; pass --overwrite to replace it or choose another --output-dir")
+        _check_writable(out)
 
     _main_process_first(dist, check_output, others=lambda: None)
+    classes: list[str] | None
     if path.suffix == ".safetensors":
-        from safetensors import safe_open
+        from resnetzoo.weights import read_checkpoint
 
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
+        state, meta = read_checkpoint(path)  # a truncated or corrupt file is a CheckpointError
         config = dataclasses.replace(config, arch=meta.get("arch", config.arch))
         mean = json.loads(meta["mean"]) if "mean" in meta else _normalisation(config)[0]
         std = json.loads(meta["std"]) if "std" in meta else _normalisation(config)[1]
-        state: Any = str(path)
+        classes = json.loads(meta["classes"]) if "classes" in meta else None
     else:
         checkpoint = load_checkpoint(path)
         saved = CUB200Config.from_dict(checkpoint["config"])
         config = dataclasses.replace(config, arch=saved.arch, img_size=saved.img_size, resize=saved.resize,
                                      resize_mode=saved.resize_mode, bbox_crop=saved.bbox_crop)
         mean, std, state = checkpoint["mean"], checkpoint["std"], checkpoint["model"]
+        classes = list(checkpoint["classes"])
     test_set = _prepare_data(config, dist, splits=("test",))["test"]
+    _use_checkpoint_classes(test_set, classes, checkpoint=path)
     model = _build_model(config, num_classes=len(test_set.classes), load_pretrained=False)
     load_weights(model, state, strict=True, ignore_head=False)
     _to_device(model, config, device)
@@ -337,6 +389,15 @@ def _evaluate_only(config: CUB200Config, dist: _Dist, device: torch.device) -> d
         logger.info("%s: test top-1 %.2f %%, top-5 %.2f %% on %d images", path, result["test_top1"],
                     result["test_top5"], result["test_images"])
     return summary
+
+
+def _use_checkpoint_classes(dataset: CUB200, classes: list[str] | None, *, checkpoint: Path) -> None:
+    """Give the data the checkpoint's label order, by class name; refuse a different class list."""
+    if classes is None:
+        logger.warning("%s records no class names: the class order of the data cannot be checked against it",
+                       checkpoint)
+        return
+    dataset.use_class_order(classes, source=str(checkpoint))
 
 
 @dataclasses.dataclass
@@ -380,6 +441,9 @@ def _setup_training(config: CUB200Config, dist: _Dist, device: torch.device) -> 
     _seed_everything(config.seed)
     datasets = _prepare_data(config, dist, splits=("train", "test"))
     train_set, test_set = datasets["train"], datasets["test"]
+    if checkpoint is not None:
+        for dataset in (train_set, test_set):
+            _use_checkpoint_classes(dataset, list(checkpoint["classes"]), checkpoint=out / "checkpoint.pt")
     micro = _micro_batch_size(config, dist)
     train_sampler, train_loader = _train_loader(train_set, config=config, dist=dist, device=device, batch_size=micro)
     test_loader = _test_loader(test_set, config=config, dist=dist, device=device, batch_size=micro)
@@ -451,7 +515,11 @@ def _run_epoch(t: _Training, epoch: int, criterion: nn.Module) -> tuple[dict[str
         criterion=criterion, config=t.config, device=t.device, amp_dtype=t.amp_dtype, mean=t.mean, std=t.std,
         dist=t.dist, steps=t.steps_per_epoch, desc=f"epoch {epoch + 1}/{t.config.epochs}",
     )
+    _check_finite_weights(t.raw, where=f"epoch {epoch + 1}", config=t.config)
     result = _evaluate_training(t)
+    if not math.isfinite(result["test_loss"]):
+        raise TrainingDivergedError(_diverged_message(f"the test loss is {result['test_loss']} after epoch {epoch + 1}",
+                                                      t.config))
     row = {"epoch": epoch + 1, "lr": lrs[0], "head_lr": lrs[1], **stats,
            **{k: v for k, v in result.items() if not k.startswith("per_class")},
            "epoch_s": time.perf_counter() - start}
@@ -523,6 +591,21 @@ def _fit(config: CUB200Config, dist: _Dist, device: torch.device) -> dict[str, A
     return summary
 
 
+def _resolve_automatic(config: CUB200Config, dist: _Dist, device: torch.device) -> CUB200Config:
+    """Settings left to the run (None): the values this run uses, so that the summary records them."""
+    resolved: dict[str, Any] = {}
+    if config.channels_last is None:
+        resolved["channels_last"] = device.type == "cuda"
+    if config.workers is None:
+        resolved["workers"] = _default_workers(dist)
+    if config.warmup_epochs is None:
+        resolved["warmup_epochs"] = config.warmup
+        if config.warmup < 5.0 and config.eval_only is None and not config.resume and dist.is_main:
+            logger.info("warm-up: %g epochs, 5 %% of --epochs %d (give --warmup-epochs to choose)",
+                        config.warmup, config.epochs)
+    return dataclasses.replace(config, **resolved)
+
+
 # ------------------------------------------------------------------------- public API
 def train(config: CUB200Config) -> dict[str, Any]:
     """Run the recipe: fine-tune (or, with ``config.eval_only``, only evaluate) and write the outputs.
@@ -551,8 +634,7 @@ def train(config: CUB200Config) -> dict[str, Any]:
     config.validate()
     dist = _dist_from_env()
     device = _resolve_device(config, dist)
-    if config.channels_last is None:
-        config = dataclasses.replace(config, channels_last=device.type == "cuda")
+    config = _resolve_automatic(config, dist, device)
     if config.sync_bn and device.type != "cuda":
         raise ConfigError("--sync-bn needs CUDA devices: PyTorch's SyncBatchNorm does not run on the CPU")
     with _process_group(dist, device):
@@ -580,9 +662,15 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     try:
         summary = train(config)
+    except TrainingDivergedError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     except (ResNetZooError, ConnectionError, FileExistsError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # a full disk, a read-only folder: name the path and the fix
+        print(f"error: {_describe_os_error(e)}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"interrupted; continue with --resume --output-dir {config.output_dir}", file=sys.stderr)
         return 130
@@ -594,3 +682,16 @@ def main(argv: list[str] | None = None) -> int:
             print(f"test top-1 {summary['test_top1']:.2f} % after {summary['epochs']} epochs (best "
                   f"{summary['best_top1']:.2f} % at epoch {summary['best_epoch']}); results in {summary['output_dir']}")
     return 0
+
+
+def _describe_os_error(error: OSError) -> str:
+    where = error.filename or "a file"
+    reason = error.strerror or str(error)
+    if error.errno == errno.ENOSPC:
+        fix = ("free some space or choose another --output-dir / --cache-dir; files written before are intact "
+               "(an interrupted training continues with --resume)")
+    elif error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        fix = "choose a folder you can write to (--output-dir, --cache-dir, --data-root)"
+    else:
+        fix = "check the path and the disk"
+    return f"{where}: {reason}; {fix}"

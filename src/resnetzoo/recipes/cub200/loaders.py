@@ -20,6 +20,7 @@ from resnetzoo.recipes.cub200.config import ConfigError, CUB200Config
 from resnetzoo.recipes.cub200.data import (
     CUB200,
     CUB200Tree,
+    CUB200TreeError,
     build_transforms,
     download_cub200,
     make_synthetic_tree,
@@ -49,6 +50,12 @@ def _tree_root(config: CUB200Config) -> Path:
 
 
 def _make_datasets(config: CUB200Config, tree: CUB200Tree, *, splits: tuple[str, ...]) -> dict[str, CUB200]:
+    for split in splits:
+        if not tree.split(split):  # type: ignore[arg-type]
+            raise CUB200TreeError(
+                f"{tree.root / 'train_test_split.txt'}: the {split} split is empty (no image is marked "
+                f"{int(split == 'train')}); an accuracy over no images would read as 0 %"
+            )
     return {
         split: CUB200(
             tree,

@@ -14,8 +14,10 @@ import csv
 import io
 import json
 import logging
+import os
 import platform
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -130,6 +132,7 @@ def _prepare_output_dir(config: CUB200Config) -> Path:
     if config.resume:
         if not (out / "checkpoint.pt").is_file():
             raise ConfigError(f"--resume: no checkpoint at {out / 'checkpoint.pt'}; drop --resume to start a new run")
+        _check_writable(out)
         return out
     existing = [name for name in _RUN_OUTPUTS if (out / name).exists()]
     if existing and not config.overwrite:
@@ -137,11 +140,28 @@ def _prepare_output_dir(config: CUB200Config) -> Path:
             f"--output-dir {out} already holds the results of a run ({', '.join(existing)}); pass --resume to "
             f"continue it or --overwrite to replace them, or choose another --output-dir"
         )
+    _check_writable(out)
     for name in existing:
         target = out / name
-        if target.is_dir():
+        if target.is_symlink():
+            # Remove the link, never what it points to: that is not this run's to delete.
+            logger.info("--overwrite: removing the link %s (its target %s is left alone)", target, target.resolve())
+            target.unlink()
+        elif target.is_dir():
             shutil.rmtree(target)
         else:
             target.unlink()
-    out.mkdir(parents=True, exist_ok=True)
     return out
+
+
+def _check_writable(out: Path) -> None:
+    """Create ``out`` if needed and write a probe file: a read-only folder fails now, not after an epoch."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=out, prefix=".write-check-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise ConfigError(
+            f"--output-dir {out}: cannot write there ({e.strerror or e}); choose a folder you can write to"
+        ) from e
