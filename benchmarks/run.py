@@ -454,7 +454,7 @@ def _load(arch: str, args: argparse.Namespace) -> list[Row]:
 def _data(args: argparse.Namespace) -> list[Row]:
     """Images per second through the CUB-200 recipe's training input pipeline, per worker count."""
     try:
-        from resnetzoo.recipes.cub200.data import CUB200, build_transforms, make_synthetic_tree
+        from resnetzoo.recipes.cub200 import CUB200, build_transforms, make_synthetic_tree
     except ImportError as err:
         return [Row("data", "CUB-200 recipe train loader", "img/s", {}, note=f"skipped: recipe not installed ({err})")]
     from torch.utils.data import DataLoader

@@ -177,7 +177,7 @@ INVENTORIES: dict[str, Inventory] = {
             + _py("fnmatch", "fnmatch", "fnmatchcase", role="function")
             + _py("os", "replace", role="function")
             + [("fnmatch", "module", "library/fnmatch.html#module-fnmatch")]
-            + _py("tarfile", "TarFile")
+            + _py("tarfile", "TarFile", "TarError")
         ),
     ),
     "torch": Inventory(
@@ -259,11 +259,10 @@ INVENTORIES: dict[str, Inventory] = {
                     "class",
                     "generated/torchvision.transforms.v2.Transform.html",
                 ),
-                (
-                    "torchvision.datasets.ImageFolder",
-                    "class",
-                    "generated/torchvision.datasets.ImageFolder.html",
-                ),
+            ]
+            + [
+                (f"torchvision.datasets.{name}", "class", f"generated/torchvision.datasets.{name}.html")
+                for name in ("ImageFolder", "FGVCAircraft", "StanfordCars", "Flowers102", "OxfordIIITPet")
             ]
             + _vision_models(*_RESNET_ARCHS)
             + [

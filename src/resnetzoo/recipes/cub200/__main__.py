@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from resnetzoo.recipes.cub200.engine import main
+from resnetzoo.recipes.cub200 import main
 
 __all__: list[str] = []
 

@@ -1,4 +1,5 @@
-"""CUB-200 data: tree parsing and checking, the dataset and its cache, safe extraction, download."""
+"""Fine-tuning data: the readers (CUB, NABirds, image folders, torchvision's layouts), the dataset and its cache,
+safe extraction, the CUB download."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from PIL import Image
 
 from resnetzoo._io import temporary_name
 from resnetzoo.errors import ChecksumError
-from resnetzoo.recipes.cub200.data import (
+from resnetzoo.recipes.cub200 import (
     CUB200,
     CUB200TreeError,
     UnsafeArchiveError,
@@ -29,6 +30,7 @@ from resnetzoo.recipes.cub200.data import (
     read_tree,
     safe_extract,
 )
+from resnetzoo.recipes.finetune import DatasetError
 
 
 # ------------------------------------------------------------------------------ helpers
@@ -73,15 +75,16 @@ def tree(tmp_path: Path) -> Path:
 # ------------------------------------------------------------------------------ parsing
 def test_tables_are_joined_on_the_image_id_not_on_line_order(tmp_path: Path) -> None:
     parsed = read_tree(_hand_tree(tmp_path / "t"))
-    by_path = {r.path: r for r in parsed.records}
+    by_path = {r.path.relative_to(parsed.root / "images").as_posix(): r for r in parsed.records}
     assert parsed.classes == ("Alpha", "Beta")
-    assert (by_path["a/a_01.jpg"].image_id, by_path["a/a_01.jpg"].label, by_path["a/a_01.jpg"].is_train) == (3, 1, True)
-    assert (by_path["a/a_02.jpg"].image_id, by_path["a/a_02.jpg"].label, by_path["a/a_02.jpg"].is_train) == (1, 0, False)
+    assert (by_path["a/a_01.jpg"].key, by_path["a/a_01.jpg"].label, by_path["a/a_01.jpg"].split) == ("3", 1, "train")
+    assert (by_path["a/a_02.jpg"].key, by_path["a/a_02.jpg"].label, by_path["a/a_02.jpg"].split) == ("1", 0, "test")
     assert by_path["b/b_01.png"].bbox == (1.0, 2.0, 3.0, 4.0)
 
     train = CUB200(parsed, split="train")
     test = CUB200(parsed, split="test")
-    assert [r.path for r in train.records] == ["a/a_01.jpg", "b/b_01.png"]
+    assert [r.path.name for r in train.records] == ["a_01.jpg", "b_01.png"]
+    assert [r.source for r in train.records] == ["images.txt:1", "images.txt:3"]
     assert train.targets == [1, 0] and test.targets == [0]
     image, label = test[0]
     assert label == 0
@@ -92,12 +95,12 @@ def test_tables_are_joined_on_the_image_id_not_on_line_order(tmp_path: Path) -> 
 def test_grayscale_cmyk_and_rgba_images_become_rgb(tmp_path: Path, tree: Path) -> None:
     modes = {}
     for record in read_tree(tree).records:
-        with Image.open(tree / "images" / record.path) as img:
+        with Image.open(record.path) as img:
             modes.setdefault(img.mode, record)
     assert {"L", "CMYK", "RGB"} <= set(modes)  # the generator wrote all three
     parsed = read_tree(tree)
     for mode, record in modes.items():
-        dataset = CUB200(parsed, split="train" if record.is_train else "test")
+        dataset = CUB200(parsed, split=record.split)
         image, _ = dataset[dataset.records.index(record)]
         assert image.shape[0] == 3 and image.dtype == torch.uint8, mode
     rgba = CUB200(read_tree(_hand_tree(tmp_path / "t")), split="train")[1][0]
@@ -119,9 +122,9 @@ def test_synthetic_tree_ids_do_not_follow_file_names(tree: Path) -> None:
     assert len(parsed.classes) == 3 and len(parsed.records) == 15
     assert len(parsed.split("train")) == 9 and len(parsed.split("test")) == 6
     by_name = sorted(parsed.records, key=lambda r: r.path)
-    assert [r.image_id for r in by_name] != sorted(r.image_id for r in by_name)
+    assert [int(r.key) for r in by_name] != sorted(int(r.key) for r in by_name)
     for record in parsed.records:  # labels agree with the folder each file is in
-        assert int(record.path.split(".", 1)[0]) == record.label + 1
+        assert int(record.path.parent.name.split(".", 1)[0]) == record.label + 1
     assert find_tree(tree.parent) is None and find_tree(tree) == tree
 
 
@@ -164,7 +167,7 @@ BROKEN = {
     ),
     "label out of range": (
         lambda r: _break(r, "image_class_labels.txt", _replace_line(1, "2 7")),
-        r"image_class_labels\.txt:2: class id 7 is out of range 1\.\.2",
+        r"image_class_labels\.txt:2: class id 7 is not in classes\.txt \(ids 1\.\.2\)",
     ),
     "label not a number": (
         lambda r: _break(r, "image_class_labels.txt", _replace_line(0, "1 one")),
@@ -223,7 +226,7 @@ def test_decompression_bomb_is_refused_naming_the_file(tmp_path: Path, monkeypat
     with pytest.raises(CUB200TreeError, match=r"images\.txt:1: .*a_01\.jpg is too large to decode safely"):
         read_tree(root)
     dataset = CUB200(root, split="train", check_images=False)
-    with pytest.raises(CUB200TreeError, match=r"a_01\.jpg is too large to decode safely"):
+    with pytest.raises(DatasetError, match=r"a_01\.jpg is too large to decode safely"):
         dataset[0]
 
 
@@ -247,7 +250,7 @@ def test_truncated_jpeg_fails_when_the_cache_is_built_naming_the_file(tmp_path: 
     data = (root / "images" / "a" / "a_01.jpg").read_bytes()
     (root / "images" / "a" / "a_01.jpg").write_bytes(data[: len(data) // 2])  # header intact, body cut
     dataset = CUB200(root, split="train", resize=16, cache_dir=tmp_path / "cache")
-    with pytest.raises(CUB200TreeError, match=r"images\.txt:1: cannot decode .*a_01\.jpg"):
+    with pytest.raises(DatasetError, match=r"images\.txt:1: cannot decode .*a_01\.jpg"):
         dataset.build_cache(num_threads=1)
 
 
@@ -288,7 +291,7 @@ def test_transforms_and_normalisation(tree: Path) -> None:
     batch = torch.stack([test[i][0] for i in range(2)])
     out = normalize_batch(batch, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), channels_last=True)
     assert out.dtype == torch.float32 and out.is_contiguous(memory_format=torch.channels_last)
-    assert torch.allclose(out, (batch.float() / 255 - 0.5) / 0.25)
+    assert torch.allclose(out, (batch.float() / 255 - 0.5) / 0.25, atol=1e-6)  # one multiply-add, not three steps
 
 
 # ------------------------------------------------------------------------ extraction
@@ -474,3 +477,203 @@ def test_an_archive_without_the_tree_leaves_no_extracted_copy(tmp_path: Path, ht
     with pytest.raises(CUB200TreeError, match="not the CUB-200-2011 archive"):
         _fetch(root, http_server.add(ARCHIVE_PATH, payload), payload)
     assert sorted(p.name for p in root.iterdir()) == ["CUB_200_2011.tgz"]
+
+
+# ------------------------------------------------------------------- every other reader
+def _jpeg(path: Path, colour: tuple[int, int, int] = (200, 30, 30), size: tuple[int, int] = (40, 30)) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, colour).save(path, format="JPEG")
+
+
+def _aircraft(root: Path) -> dict[str, int]:
+    """FGVC-Aircraft as torchvision lays it out: 2 variants, 3 trainval and 2 test images."""
+    data = root / "fgvc-aircraft-2013b" / "data"
+    data.mkdir(parents=True)
+    (data / "variants.txt").write_text("707-320\nA300B4\n")
+    (data / "images_variant_trainval.txt").write_text("0001 707-320\n0002 A300B4\n0003 A300B4\n")
+    (data / "images_variant_test.txt").write_text("0004 707-320\n0005 A300B4\n")
+    for i in range(1, 6):
+        _jpeg(data / "images" / f"{i:04d}.jpg")
+    return {"train": 3, "test": 2}
+
+
+def _cars(root: Path) -> dict[str, int]:
+    """Stanford Cars as torchvision lays it out: 2 classes, 2 train and 2 test images (MATLAB files)."""
+    import numpy as np
+    import scipy.io
+
+    base = root / "stanford_cars"
+    (base / "devkit").mkdir(parents=True)
+    kind = [("fname", "O"), ("class", "O")]
+    scipy.io.savemat(base / "devkit" / "cars_meta.mat", {"class_names": np.array(["AM Hummer", "Acura RL"], dtype=object)})
+    scipy.io.savemat(base / "devkit" / "cars_train_annos.mat",
+                     {"annotations": np.array([("00001.jpg", 1), ("00002.jpg", 2)], dtype=kind)})
+    scipy.io.savemat(base / "cars_test_annos_withlabels.mat",
+                     {"annotations": np.array([("00001.jpg", 2), ("00002.jpg", 1)], dtype=kind)})
+    for split in ("cars_train", "cars_test"):
+        for i in (1, 2):
+            _jpeg(base / split / f"{i:05d}.jpg")
+    return {"train": 2, "test": 2}
+
+
+def _flowers(root: Path) -> dict[str, int]:
+    """Flowers-102 as torchvision lays it out: labels and splits in MATLAB files, 6 images."""
+    import numpy as np
+    import scipy.io
+
+    base = root / "flowers-102"
+    base.mkdir(parents=True)
+    scipy.io.savemat(base / "imagelabels.mat", {"labels": np.array([1, 2, 1, 2, 1, 2])})
+    scipy.io.savemat(base / "setid.mat", {"trnid": np.array([1, 2]), "valid": np.array([3, 4]),
+                                          "tstid": np.array([5, 6])})
+    for i in range(1, 7):
+        _jpeg(base / "jpg" / f"image_{i:05d}.jpg")
+    return {"train": 2, "val": 2, "test": 2}
+
+
+def _pets(root: Path) -> dict[str, int]:
+    """Oxford-IIIT Pets: annotations/trainval.txt and test.txt, image names carry the breed."""
+    base = root / "oxford-iiit-pet"
+    (base / "annotations").mkdir(parents=True)
+    (base / "annotations" / "trainval.txt").write_text("Abyssinian_1 1 1 1\nbasset_hound_1 2 2 1\nAbyssinian_2 1 1 1\n")
+    (base / "annotations" / "test.txt").write_text("basset_hound_2 2 2 1\n")
+    for name in ("Abyssinian_1", "basset_hound_1", "Abyssinian_2", "basset_hound_2"):
+        _jpeg(base / "images" / f"{name}.jpg")
+    return {"train": 3, "test": 1}
+
+
+def _nabirds(root: Path) -> dict[str, int]:
+    """NABirds: CUB's files, UUID image ids, a taxonomy in classes.txt of which two leaves label images."""
+    base = root / "nabirds"
+    base.mkdir(parents=True)
+    ids = ["0a1b-01", "0a1b-02", "0a1b-03"]
+    _write(base, "classes.txt", ["0 Birds", "1 Perching Birds", "295 Black-capped Chickadee", "313 Blue Jay"])
+    _write(base, "images.txt", [f"{ids[0]} 0295/a.jpg", f"{ids[1]} 0313/b.jpg", f"{ids[2]} 0313/c.jpg"])
+    _write(base, "image_class_labels.txt", [f"{ids[0]} 295", f"{ids[1]} 313", f"{ids[2]} 313"])
+    _write(base, "train_test_split.txt", [f"{ids[0]} 1", f"{ids[1]} 1", f"{ids[2]} 0"])
+    _write(base, "bounding_boxes.txt", [f"{i} 1 2 10 12" for i in ids])
+    for rel in ("0295/a.jpg", "0313/b.jpg", "0313/c.jpg"):
+        _jpeg(base / "images" / rel)
+    return {"train": 2, "test": 1}
+
+
+LAYOUTS = {
+    "fgvc_aircraft": (_aircraft, ("707-320", "A300B4")),
+    "stanford_cars": (_cars, ("AM Hummer", "Acura RL")),
+    "flowers102": (_flowers, None),  # torchvision's 102 names
+    "oxford_pets": (_pets, ("Abyssinian", "Basset Hound")),
+    "nabirds": (_nabirds, ("Black-capped Chickadee", "Blue Jay")),
+}
+
+
+@pytest.fixture
+def flowers_without_checksums(monkeypatch):
+    """torchvision checks the md5 of Flowers-102's real .mat files; these are generated."""
+    import torchvision.datasets.flowers102
+
+    monkeypatch.setattr(torchvision.datasets.flowers102, "check_integrity", lambda *args, **kwargs: True)
+
+
+@pytest.mark.parametrize("name", sorted(LAYOUTS))
+def test_every_reader_reads_its_layout(tmp_path: Path, name: str, flowers_without_checksums) -> None:
+    from resnetzoo.recipes.finetune import read_dataset
+
+    make, classes = LAYOUTS[name]
+    counts = make(tmp_path)
+    image_set = read_dataset(name, data_root=tmp_path, official_counts=False)
+    assert {split: len(image_set.split(split)) for split in counts} == counts
+    if classes is not None:
+        assert image_set.classes == classes
+    else:
+        assert len(image_set.classes) == 102
+    for record in image_set.records:
+        assert record.path.is_file() and 0 <= record.label < len(image_set.classes)
+    keys = [r.key for r in image_set.records]
+    assert len(set(keys)) == len(keys)
+    if name == "nabirds":  # the labels follow the class ids, whatever the taxonomy lists around them
+        assert [r.label for r in image_set.records] == [0, 1, 1] and image_set.has_boxes
+    if name == "stanford_cars":
+        assert [r.label for r in image_set.split("test")] == [1, 0]
+
+
+@pytest.mark.parametrize("name", sorted(LAYOUTS))
+def test_a_miscounted_data_set_says_which_split_and_by_how_much(tmp_path: Path, name: str, monkeypatch,
+                                                                 flowers_without_checksums) -> None:
+    """Against the official counts a tiny tree is off by thousands; against its own, by the one image removed."""
+    import dataclasses
+
+    from resnetzoo.recipes.finetune import READERS, read_dataset
+
+    make, _ = LAYOUTS[name]
+    counts = make(tmp_path)
+    reader = READERS[name]
+    if reader.counts is not None:
+        first = next(iter(reader.counts))
+        with pytest.raises(DatasetError, match=rf"the {first} split has {counts[first]} images, [\d,]+ fewer than "
+                                               rf"the official {reader.counts[first]:,}.*--no-official-counts"):
+            read_dataset(name, data_root=tmp_path)
+    else:  # NABirds: the class count is checked
+        with pytest.raises(DatasetError, match=r"2 classes in .*classes\.txt, not the official 555"):
+            read_dataset(name, data_root=tmp_path)
+    monkeypatch.setitem(READERS, name, dataclasses.replace(reader, counts={**counts, "test": counts["test"] + 1},
+                                                           num_classes=None))
+    with pytest.raises(DatasetError, match=rf"the test split has {counts['test']} images, 1 fewer than the official "
+                                           rf"{counts['test'] + 1}"):
+        read_dataset(name, data_root=tmp_path)
+
+
+def test_missing_data_set_says_where_the_files_go(tmp_path: Path) -> None:
+    from resnetzoo.recipes.finetune import read_dataset
+
+    with pytest.raises(DatasetError, match=r"no FGVC-Aircraft at .*fgvc-aircraft-2013b.*Download fgvc-aircraft-2013b"):
+        read_dataset("fgvc_aircraft", data_root=tmp_path)
+    with pytest.raises(DatasetError, match=r"no Oxford-IIIT Pets at .*oxford-iiit-pet.*annotations\.tar\.gz"):
+        read_dataset("oxford_pets", data_root=tmp_path)
+    with pytest.raises(DatasetError, match=r"'cub_200' is not a known data set; choose one of cub200, nabirds"):
+        read_dataset("cub_200", data_root=tmp_path)
+
+
+def test_a_broken_index_line_is_named(tmp_path: Path) -> None:
+    from resnetzoo.recipes.finetune import read_dataset
+
+    _pets(tmp_path)
+    (tmp_path / "oxford-iiit-pet" / "annotations" / "test.txt").write_text("basset_hound_2 two 2 1\n")
+    with pytest.raises(DatasetError, match=r"test\.txt:1: expected '<image> <class id> <species> <breed id>'"):
+        read_dataset("oxford_pets", data_root=tmp_path, official_counts=False)
+    _aircraft(tmp_path / "air")
+    (tmp_path / "air" / "fgvc-aircraft-2013b" / "data" / "images_variant_test.txt").write_text("0004 747-400\n")
+    with pytest.raises(DatasetError, match=r"FGVC-Aircraft at .*: cannot read the test index \(KeyError: '747-400'\)"):
+        read_dataset("fgvc_aircraft", data_root=tmp_path / "air", official_counts=False)
+    (tmp_path / "air" / "fgvc-aircraft-2013b" / "data" / "images_variant_test.txt").write_text("0009 A300B4\n")
+    with pytest.raises(DatasetError, match=r"FGVC-Aircraft test image 1: image file .*0009\.jpg does not exist"):
+        read_dataset("fgvc_aircraft", data_root=tmp_path / "air", official_counts=False)
+
+
+def test_imagefolder_reads_class_folders_and_its_held_out_split(tmp_path: Path) -> None:
+    from resnetzoo.recipes.finetune import read_dataset
+
+    root = make_synthetic_tree(tmp_path / "folders", num_classes=3, train_per_class=2, test_per_class=1,
+                               image_size=(40, 32), layout="imagefolder")
+    assert sorted(p.name for p in root.iterdir()) == ["SYNTHETIC_CUB200_TREE.txt", "test", "train"]
+    image_set = read_dataset(f"imagefolder:{root}")
+    assert image_set.classes == ("001.Synthetic_ellipse_0", "002.Synthetic_rectangle_1", "003.Synthetic_triangle_2")
+    assert (len(image_set.split("train")), len(image_set.split("test"))) == (6, 3)
+    assert image_set.split("test")[0].key.startswith("test/001.Synthetic_ellipse_0/")
+    (root / "test").rename(root / "val")  # val/ alone is the held-out set
+    assert len(read_dataset(f"imagefolder:{root}").split("test")) == 3
+    (root / "val" / "004.Only_in_val").mkdir()
+    _jpeg(root / "val" / "004.Only_in_val" / "x.jpg")
+    with pytest.raises(DatasetError, match=r"004\.Only_in_val: a class folder that train/ does not have"):
+        read_dataset(f"imagefolder:{root}")
+    with pytest.raises(DatasetError, match=r"no train/ folder"):
+        read_dataset(f"imagefolder:{tmp_path}")
+
+
+def test_the_box_follows_the_resize_and_the_centre_crop(tmp_path: Path) -> None:
+    root = _hand_tree(tmp_path / "t")  # a_01.jpg: 40 x 30, box x=5 y=5 w=20 h=10
+    dataset = CUB200(root, split="train", resize=60, resize_mode="square")
+    # 40 x 30 -> 60 x 60: x scales by 1.5, y by 2; the 48 crop starts at (6, 6).
+    assert dataset.box_in_input(0, crop=48) == pytest.approx((5 * 1.5 - 6, 5 * 2 - 6, 25 * 1.5 - 6, 15 * 2 - 6))
+    shorter = CUB200(root, split="train", resize=30, resize_mode="shorter")  # 40 x 30 stays, crop 20 at (10, 5)
+    assert shorter.box_in_input(0, crop=20) == pytest.approx((0.0, 0.0, 15.0, 10.0))  # clipped to the crop
+    assert CUB200(root, split="train", resize=30, bbox_crop=True).box_in_input(0, crop=20) is None

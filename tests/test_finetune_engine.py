@@ -1,4 +1,5 @@
-"""CUB-200 recipe engine: settings, a CPU run, resume, checkpoints, outputs, DDP, CLI, benchmark."""
+"""Fine-tuning recipe engine: settings, a CPU run, model selection, resume, checkpoints, outputs, failures,
+the command lines, DDP, the benchmarks."""
 
 from __future__ import annotations
 
@@ -24,15 +25,18 @@ from resnetzoo.recipes.cub200 import (
     ClassListMismatchError,
     ConfigError,
     CUB200Config,
-    CUB200TreeError,
     load_checkpoint,
     main,
+    make_synthetic_tree,
     parse_config,
+    read_tree,
     save_checkpoint,
     train,
 )
-from resnetzoo.recipes.cub200 import engine as engine_module
-from resnetzoo.recipes.cub200.checkpoints import CHECKPOINT_FORMAT
+from resnetzoo.recipes.finetune import DatasetError, TrainingDivergedError, resolve_settings
+from resnetzoo.recipes.finetune import engine as engine_module
+from resnetzoo.recipes.finetune.checkpoints import CHECKPOINT_FORMAT
+from resnetzoo.recipes.finetune.images import ImageDataset
 from resnetzoo.registry import is_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -62,13 +66,15 @@ def _tiny_model():
 
 
 def _config(out: Path, **overrides: object) -> CUB200Config:
-    """The synthetic demo, shrunk: tiny model, 48 px, 2 epochs of 10 steps, no worker processes.
+    """The synthetic demo, shrunk: tiny model, 48 px, 2 epochs of 8 steps, no worker processes.
 
-    Stochastic depth is on so that training draws from the global RNG, which resume must restore.
+    Stochastic depth and CutMix are on so that training draws from the global RNG, which resume
+    must restore; the weight average (EMA) is on so that its state must be restored too.
     """
     settings = {
         "output_dir": str(out), "arch": "cub_test_tiny", "img_size": 48, "resize": 56, "epochs": 2,
-        "batch_size": 8, "workers": 0, "progress": False, "drop_path_rate": 0.1,
+        "batch_size": 8, "workers": 0, "progress": False, "drop_path_rate": 0.1, "cutmix_alpha": 1.0,
+        "ema_decay": 0.9,
     }
     return CUB200Config.for_synthetic(**{**settings, **overrides})
 
@@ -108,7 +114,8 @@ def _copy_tree(out: Path, dest: Path, *, edit=None) -> Path:
 
 
 def _on_tree(config: CUB200Config, tree: Path) -> CUB200Config:
-    return dataclasses.replace(config, synthetic=False, data_root=str(tree))
+    """``config`` on a copy of the synthetic tree, as a user's tree (not the official counts)."""
+    return dataclasses.replace(config, synthetic=False, data_root=str(tree), official_counts=False)
 
 
 def _rotate_classes(classes: dict, labels: dict, split: dict) -> None:
@@ -135,7 +142,7 @@ def _fails_fast(tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[s
     "args, message",
     [
         (["--synthetic", "--epochs", "-1"], r"--epochs must be an integer >= 1, got -1"),
-        (["--synthetic", "--img-size", "600"], r"--img-size \(600\) is larger than --resize \(72\)"),
+        (["--synthetic", "--img-size", "80", "--resize", "72"], r"--img-size \(80\) is larger than --resize \(72\)"),
         (["--synthetic", "--arch", "resnet5O"], r"--arch 'resnet5O' is not a resnetzoo model\. Did you mean resnet50"),
         (["--synthetic", "--arch", "resnet50", "--pretrained", "in22k_nope"], r"--pretrained 'in22k_nope'.*known tags"),
         (["--synthetic", "--pretrained", "weights/missing.pth"], r"--pretrained weights/missing\.pth: no such file"),
@@ -151,11 +158,21 @@ def _fails_fast(tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[s
         (["--synthetic", "--label-smoothing", "nan"], r"--label-smoothing must be a finite number"),
         (["--synthetic", "--warmup-epochs", "nan"], r"--warmup-epochs must be a finite number"),
         (["--synthetic", "--drop-path-rate=-inf"], r"--drop-path-rate must be a finite number"),
+        (["--synthetic", "--cutmix-alpha", "nan"], r"--cutmix-alpha must be a finite number"),
+        (["--synthetic", "--ema-decay", "1"], r"--ema-decay must be a number >= 0 and below 1"),
+        (["--synthetic", "--val-fraction", "1"], r"--val-fraction must be a number >= 0 and below 1"),
         (["--synthetic", "--momentum", "1"], r"--momentum must be a number >= 0 and below 1"),
         (["--synthetic", "--arch", "resnet18", "--pretrained", "resnet50.tv_in1k"], r"names weights of resnet50"),
         (["--synthetic", "--eval-only", "nowhere.pt"], r"--eval-only nowhere\.pt: no such file"),
-        (["--synthetic", "--device", "cpu", "--sync-bn"], r"--sync-bn needs CUDA"),
+        (["--synthetic", "--exclude-test-list", "nowhere.txt"], r"--exclude-test-list nowhere\.txt: no such file"),
+        (["--synthetic", "--device", "cpu", "--sync-bn"], r"--sync-bn\) needs CUDA"),
+        (["--synthetic", "--bn", "frozen", "--sync-bn"], r"--sync-bn and --bn frozen contradict"),
+        (["--dataset", "cars"], r"--dataset 'cars' is not a known data set; choose one of cub200"),
+        (["--dataset", "fgvc_aircraft", "--download"], r"--download is for --dataset cub200; FGVC-Aircraft is yours"),
+        (["--dataset", "flowers102", "--bbox-crop"], r"--bbox-crop: Flowers-102 has no bounding boxes"),
+        (["--dataset", "oxford_pets", "--data-root", "nowhere"], r"--data-root nowhere: no such folder; Oxford-IIIT"),
         (["--amp", "fp8"], r"invalid choice: 'fp8'"),
+        (["--bn", "off"], r"invalid choice: 'off'"),
     ],
 )
 def test_bad_settings_fail_before_anything_starts(tmp_path, capsys, args, message) -> None:
@@ -168,31 +185,12 @@ def test_pretrained_takes_the_library_vocabulary(value) -> None:
     config.validate()  # nothing is fetched to validate
 
 
-def test_default_warm_up_fits_the_run() -> None:
-    assert CUB200Config().warmup == 5.0  # the recipe: 5 of 100 epochs
-    assert CUB200Config(epochs=1).warmup == pytest.approx(0.05)
-    assert CUB200Config(epochs=300).warmup == 5.0
-    assert CUB200Config(epochs=1, warmup_epochs=0.5).warmup == 0.5
-
-
-def test_default_workers_follow_the_cpus_this_process_may_use(monkeypatch) -> None:
-    from resnetzoo.recipes.cub200.distributed import _default_workers, _Dist
-
-    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
-    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
-    assert _default_workers(_Dist()) == 2
-    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
-    assert _default_workers(_Dist(world_size=2)) == 1
-    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(96)), raising=False)
-    assert _default_workers(_Dist(world_size=2)) == 8
-
-
 def test_unreachable_default_weights_point_shell_users_at_a_file(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("RESNETZOO_OFFLINE", "1")
     monkeypatch.setenv("RESNETZOO_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
     with pytest.raises(resnetzoo.WeightsUnavailableError, match=r"--pretrained PATH"):
-        engine_module._build_model(CUB200Config(arch="resnet18"), num_classes=3)
+        engine_module.build_model(CUB200Config(arch="resnet18"), num_classes=3)
 
 
 def test_missing_data_root_says_how_to_get_data(tmp_path, capsys) -> None:
@@ -207,9 +205,11 @@ def test_cuda_device_without_cuda(tmp_path, capsys) -> None:
 
 def test_command_line_defaults_and_overrides() -> None:
     recipe = parse_config([])
-    assert (recipe.arch, recipe.pretrained, recipe.img_size, recipe.resize, recipe.batch_size) == (
-        "resnet50", "tv_in1k", 448, 512, 64)
-    assert (recipe.lr, recipe.head_lr_mult, recipe.weight_decay, recipe.label_smoothing) == (0.025, 10.0, 5e-4, 0.1)
+    assert (recipe.dataset, recipe.arch, recipe.pretrained, recipe.img_size, recipe.batch_size) == (
+        "cub200", "resnet50", "tv_in1k", 448, 64)
+    assert (recipe.lr_base, recipe.lr_base_size, recipe.weight_decay, recipe.label_smoothing) == (0.1, 256, 5e-4, 0.1)
+    assert (recipe.val_fraction, recipe.bn, recipe.output_dir, recipe.mixup_alpha, recipe.ema_decay) == (
+        0.1, "auto", "runs/cub200", 0.0, 0.0)
     demo = parse_config(["--synthetic", "--epochs", "7", "--no-channels-last"])
     assert (demo.arch, demo.pretrained, demo.img_size, demo.epochs, demo.channels_last) == (
         "resnet18", "none", 64, 7, False)
@@ -219,50 +219,46 @@ def test_command_line_defaults_and_overrides() -> None:
 def test_help_lists_every_setting(capsys) -> None:
     assert main(["--help"]) == 0
     text = capsys.readouterr().out
+    assert text.startswith("usage: python -m resnetzoo.recipes.cub200")
     for f in dataclasses.fields(CUB200Config):
         assert f"--{f.name.replace('_', '-')}" in text, f.name
-    assert "(default: 448)" in text and "--no-channels-last" in text
-
-
-def test_learning_rates_warm_up_then_follow_a_cosine_per_step() -> None:
-    config = CUB200Config(epochs=10, warmup_epochs=2, lr=0.1, head_lr_mult=10.0)
-    model = resnetzoo.create_model("cub_test_tiny", num_classes=3)
-    optimizer, scheduler = engine_module._build_optimisation(model, config, steps_per_epoch=5)
-    backbone, head = optimizer.param_groups
-    assert {id(p) for p in head["params"]} == {id(p) for p in model.fc.parameters()}
-    assert len(backbone["params"]) + len(head["params"]) == len(list(model.parameters()))
-    lrs = []
-    for _ in range(50):
-        lrs.append((backbone["lr"], head["lr"]))
-        optimizer.step()
-        scheduler.step()
-    assert lrs[0] == pytest.approx((0.01, 0.1))  # step 1 of a 10-step warm-up
-    assert lrs[9] == pytest.approx((0.1, 1.0))  # warm-up done: the peak
-    assert lrs[29] == pytest.approx((0.05, 0.5), rel=0.1)  # half-way through the cosine
-    assert all(a[0] >= b[0] for a, b in zip(lrs[9:], lrs[10:], strict=False)) and lrs[-1][0] < 1e-3
+    assert "(default: 448)" in text and "--no-channels-last" in text and "(default: None)" not in text
+    assert engine_module.main(["--help"]) == 0
+    assert capsys.readouterr().out.startswith("usage: python -m resnetzoo.recipes.finetune")
 
 
 # ---------------------------------------------------------------------------- a run
-def test_two_epoch_cpu_run_learns_and_writes_every_output(run) -> None:
+def test_two_epoch_cpu_run_chooses_on_validation_and_writes_every_output(run) -> None:
     out, summary = run
     rows = _rows(out)
     assert [r["epoch"] for r in rows] == [1, 2]
-    assert rows[1]["train_loss"] < rows[0]["train_loss"]
-    for key in ("lr", "train_loss", "train_top1", "test_loss", "test_top1", "test_top5", "epoch_s", "images_per_s"):
+    for key in ("lr", "train_loss", "train_top1", "val_loss", "val_top1", "val_top5", "val_top1_ema", "epoch_s",
+                "images_per_s"):
         assert isinstance(rows[0][key], float), key
-    assert rows[0]["test_images"] == 40 and rows[0]["train_images"] == 80
+    assert not any(key.startswith("test") for key in rows[0])  # the test set is not read during training
+    # 16 training images per class: 2 held out for validation (10 %, rounded), 14 left.
+    assert rows[0]["val_images"] == 10 and rows[0]["train_images"] == 64  # 70 images, whole batches of 8
 
     saved = json.loads((out / "summary.json").read_text())
     assert saved == json.loads(json.dumps(summary))
-    assert summary["test_top1"] == rows[-1]["test_top1"]
-    assert summary["best_top1"] == max(r["test_top1"] for r in rows)
+    assert summary["protocol"] == "validation split" and summary["selected_on"] == "validation"
+    assert (summary["train_images"], summary["val_images"], summary["test_images"]) == (70, 10, 40)
+    assert summary["val_top1"] == rows[-1]["val_top1"]
+    assert summary["val_top1_selected"] == max(r["val_top1"] for r in rows)
+    assert summary["selected_epoch"] == 1 + max(range(2), key=lambda i: (rows[i]["val_top1"], -i))
+    assert 0 <= summary["test_top1_selected"] <= 100 and 0 <= summary["test_top1_ema"] <= 100
+    assert summary["lr_rule"]["rule"] == "given (--lr)" and summary["bn"] == "train"  # 8 images, from scratch
     assert set(summary["versions"]) >= {"torch", "torchvision", "resnetzoo"} and summary["device"] == "cpu"
-    assert summary["config"]["arch"] == "cub_test_tiny"
+    assert summary["config"]["arch"] == "cub_test_tiny" and summary["config"]["crop_padding"] == 1
 
     lines = (out / "per_class_accuracy.csv").read_text().splitlines()
     assert lines[0] == "class,correct,total,accuracy" and len(lines) == 1 + 5
     assert sum(int(line.split(",")[2]) for line in lines[1:]) == 40
     assert sum(int(line.split(",")[1]) for line in lines[1:]) == round(summary["test_top1"] * 40 / 100)
+    predictions = (out / "predictions.csv").read_text().splitlines()
+    assert predictions[0] == "key,path,label,label_name,predicted,predicted_name,confidence,correct"
+    assert len(predictions) == 41 and sum(int(p.rsplit(",", 1)[1]) for p in predictions[1:]) == round(
+        summary["test_top1"] * 40 / 100)
     assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     checkpoint = load_checkpoint(out / "checkpoint.pt")
@@ -270,6 +266,82 @@ def test_two_epoch_cpu_run_learns_and_writes_every_output(run) -> None:
     best = resnetzoo.create_model("cub_test_tiny", num_classes=5)
     report = resnetzoo.remap.load_weights(best, str(out / "best.safetensors"), strict=True)
     assert report.loaded
+    from resnetzoo.weights import read_checkpoint
+
+    meta = read_checkpoint(out / "best.safetensors")[1]
+    assert (meta["protocol"], meta["selected_on"], meta["epoch"]) == ("validation split", "val",
+                                                                       str(summary["selected_epoch"]))
+    assert (out / "ema.safetensors").is_file()
+
+
+def test_no_test_image_is_read_before_the_final_evaluation(tmp_path, monkeypatch) -> None:
+    reads: list[tuple[str, str]] = []  # (split, key) of every image decoded, in order
+    real_load, real_finish = ImageDataset.load_image, engine_module.Run.finish
+
+    def load_image(self, index):
+        reads.append((self.records[index].split, self.records[index].key))
+        return real_load(self, index)
+
+    def finish(self, *, started):
+        reads.append(("--", "final evaluation"))
+        return real_finish(self, started=started)
+
+    monkeypatch.setattr(ImageDataset, "load_image", load_image)
+    monkeypatch.setattr(engine_module.Run, "finish", finish)
+    summary = train(_config(tmp_path / "out", epochs=2, ema_decay=0.0))
+    marker = reads.index(("--", "final evaluation"))
+    assert reads[:marker] and all(split == "train" for split, _ in reads[:marker])  # train and validation
+    test_reads = [key for split, key in reads[marker:] if split == "test"]
+    tree = read_tree(tmp_path / "out" / "synthetic_data")
+    assert set(test_reads) == {r.key for r in tree.split("test")}
+    # once for the final weights, once more only if the chosen epoch is not the last
+    assert len(test_reads) == 40 * (1 if summary["selected_epoch"] == 2 else 2)
+
+
+def test_test_set_selection_is_labelled_in_every_output(tmp_path, capsys) -> None:
+    out = tmp_path / "published"
+    args = ["--synthetic", "--arch", "cub_test_tiny", "--img-size", "48", "--epochs", "2", "--batch-size", "8",
+            "--workers", "0", "--no-progress", "--val-fraction", "0", "--output-dir", str(out)]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "chosen on the test set" in printed and "optimistic" in printed
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["protocol"] == "test-set selection" and summary["selected_on"].startswith("test (optimistic")
+    rows = _rows(out)
+    assert summary["test_top1_selected"] == max(r["test_top1"] for r in rows) and summary["val_top1"] is None
+    assert summary["train_images"] == 80 and summary["val_images"] == 0
+    from resnetzoo.weights import read_checkpoint
+
+    meta = read_checkpoint(out / "best.safetensors")[1]
+    assert (meta["protocol"], meta["selected_on"]) == ("test-set selection", "test")
+
+
+def test_exclude_test_list_drops_images_and_says_how_many(run, tmp_path) -> None:
+    out, _ = run
+    tree = _copy_tree(out, tmp_path / "tree")
+    test_ids = [r.key for r in read_tree(tree).split("test")]
+    listing = tmp_path / "in_imagenet.txt"
+    listing.write_text(f"# also in ImageNet\n{test_ids[0]}\n{test_ids[5]}\n")
+    summary = train(_on_tree(_config(tmp_path / "e", eval_only=str(out / "checkpoint.pt"),
+                                     exclude_test_list=str(listing)), tree))
+    assert (summary["test_images"], summary["test_images_excluded"]) == (38, 2)
+    listing.write_text("999999\n")
+    with pytest.raises(ConfigError, match=r"in_imagenet\.txt:1: '999999' is not a test image"):
+        train(_on_tree(_config(tmp_path / "e2", eval_only=str(out / "checkpoint.pt"),
+                               exclude_test_list=str(listing)), tree))
+
+
+def test_any_data_set_in_class_folders_through_the_generic_command(tmp_path, capsys) -> None:
+    folders = make_synthetic_tree(tmp_path / "folders", num_classes=3, train_per_class=6, test_per_class=2,
+                                  image_size=(40, 32), layout="imagefolder")
+    out = tmp_path / "out"
+    args = ["--dataset", f"imagefolder:{folders}", "--arch", "cub_test_tiny", "--pretrained", "none", "--img-size",
+            "32", "--epochs", "1", "--batch-size", "8", "--workers", "0", "--no-progress", "--output-dir", str(out)]
+    assert engine_module.main(args) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["dataset"] == "imagefolder" and summary["num_classes"] == 3
+    assert (summary["train_images"], summary["val_images"], summary["test_images"]) == (15, 3, 6)
+    assert "path" in (out / "predictions.csv").read_text().splitlines()[0]
 
 
 def test_resume_repeats_an_uninterrupted_run_exactly(run, tmp_path, monkeypatch) -> None:
@@ -289,13 +361,17 @@ def test_resume_repeats_an_uninterrupted_run_exactly(run, tmp_path, monkeypatch)
 
     summary = train(_config(out, resume=True))
     expected, resumed = load_checkpoint(straight / "checkpoint.pt"), load_checkpoint(out / "checkpoint.pt")
-    assert expected["model"].keys() == resumed["model"].keys()
-    for key, tensor in expected["model"].items():
-        assert torch.equal(tensor, resumed["model"][key]), key
+    for part in ("model", "ema"):
+        assert expected[part].keys() == resumed[part].keys()
+        for key, tensor in expected[part].items():
+            assert torch.equal(tensor, resumed[part][key]), (part, key)
     assert _without_times(_rows(out)) == _without_times(_rows(straight))
-    assert summary["test_top1"] == json.loads((straight / "summary.json").read_text())["test_top1"]
+    straight_summary = json.loads((straight / "summary.json").read_text())
+    for key in ("test_top1", "test_top1_selected", "test_top1_ema", "selected_epoch"):
+        assert summary[key] == straight_summary[key], key
 
 
+@pytest.mark.slow
 def test_worker_processes_do_not_change_the_result(tmp_path) -> None:
     train(_config(tmp_path / "a", epochs=1))
     train(_config(tmp_path / "b", epochs=1, workers=2))
@@ -311,12 +387,30 @@ def test_an_earlier_run_is_never_overwritten_without_a_flag(run, tmp_path) -> No
     with pytest.raises(ConfigError, match=rf"{out}.*--resume.*--overwrite"):
         train(_config(out, epochs=1, seed=1))
     assert (out / "metrics.jsonl").read_text() == before
+    elsewhere = tmp_path / "shared_logs"
+    elsewhere.mkdir()
+    (elsewhere / "other_run.log").write_text("keep")
+    (out / "tensorboard").symlink_to(elsewhere, target_is_directory=True)
+    orphan = Path(str(temporary_name(out / "summary.json")).replace(f".{os.getpid()}.", ".999999999."))
+    orphan.write_text("{half")  # left by a run killed with kill -9
     train(_config(out, epochs=1, seed=1, overwrite=True))
     assert (out / "my_notes.txt").read_text() == "mine" and (out / "metrics.jsonl").read_text() != before
+    assert (elsewhere / "other_run.log").read_text() == "keep"  # --overwrite removed the link, not its target
+    assert not (out / "tensorboard").is_symlink() and not orphan.exists()
     with pytest.raises(ConfigError, match="no checkpoint"):
         train(_config(tmp_path / "fresh", resume=True))
 
 
+def test_config_round_trips_through_a_checkpoint(run) -> None:
+    out, _ = run
+    saved = CUB200Config.from_dict(load_checkpoint(out / "checkpoint.pt")["config"])
+    # Automatic settings are recorded as resolved (what this run used).
+    expected, _ = resolve_settings(_config(out), device=torch.device("cpu"), world_size=1, default_workers=0,
+                                   default_threads=(saved.threads, ""))
+    assert saved == expected and saved.crop_padding == 1 and saved.resize == 56 and saved.head_lr_mult == 1.0
+
+
+# ------------------------------------------------------------------------- failures
 def test_nan_training_stops_with_an_error_and_saves_nothing(tmp_path, capsys) -> None:
     out = tmp_path / "nan"
     args = ["--synthetic", "--arch", "cub_test_tiny", "--img-size", "48", "--resize", "56", "--epochs", "2",
@@ -328,24 +422,34 @@ def test_nan_training_stops_with_an_error_and_saves_nothing(tmp_path, capsys) ->
     assert not {"best.safetensors", "checkpoint.pt", "summary.json"} & {p.name for p in out.iterdir()}
 
 
-def test_non_finite_weights_are_never_saved_as_best(run) -> None:
+def test_non_finite_weights_are_never_saved_as_best() -> None:
     model = resnetzoo.create_model("cub_test_tiny", num_classes=3)
     with torch.no_grad():
         model.layer2[0].bn1.running_var[0] = float("inf")
-    with pytest.raises(engine_module.TrainingDivergedError, match=r"layer2\.0\.bn1\.running_var"):
-        engine_module._check_finite_weights(model, where="epoch 3", config=CUB200Config())
+    with pytest.raises(TrainingDivergedError, match=r"layer2\.0\.bn1\.running_var"):
+        engine_module._check_finite_weights(model, where="epoch 3", config=CUB200Config(lr=0.1))
+
+
+def test_eval_only_reads_a_checkpoint_or_a_safetensors_file(run, tmp_path) -> None:
+    out, summary = run
+    from_checkpoint = train(_config(tmp_path / "e1", eval_only=str(out / "checkpoint.pt")))
+    assert from_checkpoint["test_top1"] == summary["test_top1"] and from_checkpoint["test_images"] == 40
+    from_weights = train(_config(tmp_path / "e2", eval_only=str(out / "best.safetensors")))
+    assert from_weights["test_top1"] == summary["test_top1_selected"]
+    assert from_weights["trained_with"] == "validation split"
+    assert json.loads((tmp_path / "e2" / "eval.json").read_text())["test_top1"] == summary["test_top1_selected"]
+    assert len((tmp_path / "e2" / "eval_per_class_accuracy.csv").read_text().splitlines()) == 6
+    assert len((tmp_path / "e2" / "eval_predictions.csv").read_text().splitlines()) == 41
 
 
 def test_eval_only_maps_a_reordered_class_list_by_name(run, tmp_path, caplog) -> None:
     out, summary = run
     tree = _copy_tree(out, tmp_path / "rotated", edit=_rotate_classes)
-    result = train(_on_tree(_config(tmp_path / "e"), tree).__class__(**{
-        **_on_tree(_config(tmp_path / "e"), tree).to_dict(), "eval_only": str(out / "checkpoint.pt")}))
+    result = train(_on_tree(_config(tmp_path / "e", eval_only=str(out / "checkpoint.pt")), tree))
     assert result["test_top1"] == summary["test_top1"]  # the same predictions, matched by class name
     assert "in another order" in caplog.text and "matched by class name" in caplog.text
-    from_weights = train(dataclasses.replace(_on_tree(_config(tmp_path / "w"), tree),
-                                             eval_only=str(out / "best.safetensors")))
-    assert from_weights["test_top1"] == summary["best_top1"]
+    from_weights = train(_on_tree(_config(tmp_path / "w", eval_only=str(out / "best.safetensors")), tree))
+    assert from_weights["test_top1"] == summary["test_top1_selected"]
 
 
 def test_eval_only_and_resume_refuse_other_classes_naming_the_first_difference(run, tmp_path) -> None:
@@ -357,12 +461,12 @@ def test_eval_only_and_resume_refuse_other_classes_naming_the_first_difference(r
     tree = _copy_tree(out, tmp_path / "renamed", edit=rename)
     with pytest.raises(ClassListMismatchError, match=r"first difference at class 3: 'Synthetic_triangle_2' in "
                                                      r".*checkpoint\.pt, 'Not_in_the_checkpoint' in .*classes\.txt"):
-        train(dataclasses.replace(_on_tree(_config(tmp_path / "e"), tree), eval_only=str(out / "checkpoint.pt")))
+        train(_on_tree(_config(tmp_path / "e", eval_only=str(out / "checkpoint.pt")), tree))
     same = _copy_tree(out, tmp_path / "same")
     train(_on_tree(_config(tmp_path / "resumed", epochs=1), same))
     (same / "classes.txt").write_text((tree / "classes.txt").read_text())  # changed between the two runs
     with pytest.raises(ClassListMismatchError, match="first difference at class 3"):
-        train(dataclasses.replace(_on_tree(_config(tmp_path / "resumed"), same), resume=True))
+        train(_on_tree(_config(tmp_path / "resumed", resume=True), same))
 
 
 def test_eval_only_with_a_truncated_safetensors_file_says_so(run, tmp_path, capsys) -> None:
@@ -384,7 +488,7 @@ def test_an_empty_test_split_is_an_error(run, tmp_path) -> None:
         split.update(dict.fromkeys(split, "1"))
 
     tree = _copy_tree(out, tmp_path / "no_test", edit=all_train)
-    with pytest.raises(CUB200TreeError, match=r"train_test_split\.txt: the test split is empty"):
+    with pytest.raises(DatasetError, match=r"the test split is empty; an accuracy over no images"):
         train(_on_tree(_config(tmp_path / "e"), tree))
 
 
@@ -419,47 +523,23 @@ def test_a_full_disk_is_one_line_and_keeps_the_last_checkpoint(tmp_path, capsys,
     assert "Traceback" not in err and not list(out.glob(".*.tmp"))
 
 
-def test_overwrite_removes_a_symlinked_tensorboard_link_not_its_target(run, tmp_path) -> None:
-    out = tmp_path / "out"
-    train(_config(out, epochs=1))
-    elsewhere = tmp_path / "shared_logs"
-    elsewhere.mkdir()
-    (elsewhere / "other_run.log").write_text("keep")
-    if (out / "tensorboard").exists():
-        import shutil
-
-        shutil.rmtree(out / "tensorboard")
-    (out / "tensorboard").symlink_to(elsewhere, target_is_directory=True)
-    orphan = Path(str(temporary_name(out / "summary.json")).replace(f".{os.getpid()}.", ".999999999."))
-    orphan.write_text("{half")  # left by a run killed with kill -9
-    train(_config(out, epochs=1, overwrite=True))
-    assert (elsewhere / "other_run.log").read_text() == "keep"
-    assert not (out / "tensorboard").is_symlink() and not orphan.exists()
-
-
-def test_eval_only_reads_a_checkpoint_or_a_safetensors_file(run, tmp_path) -> None:
-    out, summary = run
-    from_checkpoint = train(_config(tmp_path / "e1", eval_only=str(out / "checkpoint.pt")))
-    assert from_checkpoint["test_top1"] == summary["test_top1"] and from_checkpoint["test_images"] == 40
-    from_weights = train(_config(tmp_path / "e2", eval_only=str(out / "best.safetensors")))
-    assert from_weights["test_top1"] == summary["best_top1"]
-    assert json.loads((tmp_path / "e2" / "eval.json").read_text())["test_top1"] == summary["best_top1"]
-    assert len((tmp_path / "e2" / "eval_per_class_accuracy.csv").read_text().splitlines()) == 6
-
-
 def test_pretrained_file_loads_the_backbone_and_keeps_a_new_head(tmp_path) -> None:
     donor = resnetzoo.create_model("cub_test_tiny", num_classes=7)  # another class count
     with torch.no_grad():
         for p in donor.parameters():
             p.normal_()
     path = resnetzoo.remap.save_weights(donor, tmp_path / "donor.safetensors")
-    model = engine_module._build_model(_config(tmp_path / "out", pretrained=str(path)), num_classes=5)
+    model = engine_module.build_model(_config(tmp_path / "out", pretrained=str(path)), num_classes=5)
     assert torch.equal(model.conv1.weight, donor.conv1.weight)
     assert model.fc.out_features == 5
     broken = tmp_path / "broken.safetensors"
     resnetzoo.remap.save_weights(resnetzoo.create_model("resnet18", num_classes=5), broken)
     with pytest.raises(resnetzoo.WeightsLoadError):  # strict: a different backbone is an error
-        engine_module._build_model(_config(tmp_path / "out", pretrained=str(broken)), num_classes=5)
+        engine_module.build_model(_config(tmp_path / "out", pretrained=str(broken)), num_classes=5)
+    # With pretrained weights the fresh head learns 10x faster; from scratch it does not.
+    with_weights, _ = resolve_settings(_config(tmp_path / "out", pretrained=str(path)), device=torch.device("cpu"),
+                                       world_size=1, default_workers=0)
+    assert with_weights.head_lr_mult == 10.0
 
 
 # ----------------------------------------------------------------------- checkpoints
@@ -493,16 +573,17 @@ class _Exploit:
 @pytest.mark.parametrize(
     "content, message",
     [
-        (lambda p: torch.save({"w": torch.ones(1)}, p), "not a CUB-200 recipe checkpoint"),
+        (lambda p: torch.save({"w": torch.ones(1)}, p), "not a checkpoint of the fine-tuning recipe"),
         (lambda p: p.write_bytes(b"not a checkpoint"), "not a checkpoint format"),
         (lambda p: p.write_bytes(pickle.dumps({"x": _Exploit()}, protocol=2)), "refused for safety"),
+        (lambda p: torch.save({"format": "resnetzoo.recipes.cub200.checkpoint/1"}, p), "resnetzoo 0.1.*--eval-only"),
     ],
 )
 def test_load_checkpoint_refuses_foreign_corrupt_and_unsafe_files(tmp_path, content, message) -> None:
     path = tmp_path / "bad.pt"
     content(path)
     with pytest.raises(CheckpointError, match=message):
-        load_checkpoint(path)
+        load_checkpoint(path, resumable=True)
 
 
 # ------------------------------------------------------------------ whole programs
@@ -537,10 +618,11 @@ def test_two_process_ddp_run_on_cpu(tmp_path) -> None:
     )
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["world_size"] == 2 and summary["epochs"] == 2
+    assert summary["world_size"] == 2 and summary["epochs"] == 2 and summary["bn"] == "train"
     rows = _rows(out)
     assert [r["epoch"] for r in rows] == [1, 2]  # written once, by rank 0
-    assert rows[0]["test_images"] == 40 and rows[0]["train_images"] == 80  # summed over ranks, none twice
+    assert rows[0]["val_images"] == 10 and rows[0]["train_images"] == 64  # summed over ranks, none twice
+    assert summary["test_images"] == 40 and len((out / "predictions.csv").read_text().splitlines()) == 41
     assert load_checkpoint(out / "checkpoint.pt")["epoch"] == 2
 
 
@@ -557,32 +639,36 @@ def test_example_script_runs_the_synthetic_demo(tmp_path) -> None:
     assert json.loads((out / "summary.json").read_text())["config"]["arch"] == "resnet18"
 
 
-# ------------------------------------------------------------------------- benchmark
-def _benchmark():
-    spec = importlib.util.spec_from_file_location("gpu_recipe_check", REPO / "benchmarks" / "gpu_recipe_check.py")
+# ------------------------------------------------------------------------- benchmarks
+def _benchmark(name: str):
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-def test_benchmark_refuses_politely_without_cuda(monkeypatch, capsys) -> None:
+def test_gpu_benchmark_refuses_politely_without_cuda(monkeypatch, capsys) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert _benchmark().main([]) == 0
+    assert _benchmark("gpu_recipe_check").main([]) == 0
     assert "no CUDA device" in capsys.readouterr().out
 
 
-def test_benchmark_core_loops_run_on_cpu(tmp_path, capsys) -> None:
+@pytest.mark.slow
+def test_gpu_benchmark_core_loops_run_on_cpu(tmp_path, capsys) -> None:
     args = ["--device", "cpu", "--steps", "2", "--img-size", "64", "--batch-size", "2", "--workdir", str(tmp_path),
             "--json", str(tmp_path / "result.json")]
-    assert _benchmark().main(args) == 0
+    assert _benchmark("gpu_recipe_check").main(args) == 0
     result = json.loads((tmp_path / "result.json").read_text())
     assert result["recipe_images_per_s"] > 0 and result["bare_images_per_s"] > 0
     assert "img/s" in capsys.readouterr().out
 
 
-def test_config_round_trips_through_a_checkpoint(run) -> None:
-    out, _ = run
-    saved = CUB200Config.from_dict(load_checkpoint(out / "checkpoint.pt")["config"])
-    # Automatic settings are recorded as resolved: channels-last off on a CPU, no warm-up (the demo's).
-    expected = dataclasses.replace(_config(out), channels_last=False)
-    assert saved == expected
+@pytest.mark.slow
+def test_cpu_throughput_benchmark_runs_both_loops(tmp_path, capsys) -> None:
+    args = ["--rounds", "1", "--classes", "2", "--images-per-class", "8", "--batch-size", "4", "--img-size", "16",
+            "--threads", "1", "--json", str(tmp_path / "result.json")]
+    assert _benchmark("recipe_throughput").main(args) == 0
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert result["recipe_images_per_s"] > 0 and result["bare_images_per_s"] > 0 and result["ratio"] > 0
+    assert result["recipe_train_images"] == 14  # one of each class's 8 held out for validation
+    assert "recipe / bare" in capsys.readouterr().out
