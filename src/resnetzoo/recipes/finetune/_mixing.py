@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+from torchvision.transforms import v2
 
 __all__ = ["build_mixing"]
 
@@ -32,8 +33,6 @@ def build_mixing(*, cutmix_alpha: float, mixup_alpha: float, num_classes: int) -
         mixup_alpha: Beta parameter of MixUp; 0 turns it off.
         num_classes: the number of classes (the width of the label probabilities).
     """
-    from torchvision.transforms import v2
-
     choices: list[torch.nn.Module] = []
     if cutmix_alpha > 0:
         choices.append(v2.CutMix(alpha=cutmix_alpha, num_classes=num_classes))

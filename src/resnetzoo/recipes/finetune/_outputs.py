@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torchvision
 
 from resnetzoo._io import atomic_path, to_strict_json, write_json, write_text
 from resnetzoo._version import __version__
@@ -105,8 +106,6 @@ def prepare_output_dir(out: Path, *, resume: bool, overwrite: bool) -> Path:
 
 def versions() -> dict[str, str]:
     """The versions of Python, torch, torchvision and resnetzoo, for the summary."""
-    import torchvision
-
     return {"python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision.__version__,
             "resnetzoo": __version__}
 

@@ -28,6 +28,7 @@ from safetensors import SafetensorError
 from resnetzoo._io import atomic_path
 from resnetzoo.errors import CheckpointError
 from resnetzoo.recipes.finetune.config import FinetuneConfig
+from resnetzoo.remap import save_weights
 from resnetzoo.weights import read_checkpoint
 
 __all__ = [
@@ -91,8 +92,6 @@ def save_model_weights(model: nn.Module, path: Path, *, metadata: Mapping[str, s
         OSError: the file cannot be written (a full disk: safetensors' own error, which
             is not an ``OSError``, is turned into one naming ``path``).
     """
-    from resnetzoo.remap import save_weights
-
     try:
         save_weights(model, path, overwrite=True, metadata=dict(metadata))
     except SafetensorError as e:

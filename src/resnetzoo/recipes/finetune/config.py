@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import math
 import types
 import typing
@@ -31,6 +32,10 @@ from typing import Any
 import torch
 
 from resnetzoo.recipes.finetune.errors import ConfigError, DatasetError
+from resnetzoo.recipes.finetune.readers import resolve_reader
+from resnetzoo.recipes.finetune.readers.cub import TREE_DIRNAME, find_tree
+from resnetzoo.registry import list_models
+from resnetzoo.weights import WeightSpec, pretrained_source
 
 __all__ = [
     "SYNTHETIC_DEFAULTS",
@@ -321,8 +326,6 @@ class FinetuneConfig:
         self._validate_paths()
 
     def _validate_dataset(self) -> None:
-        from resnetzoo.recipes.finetune.readers import resolve_reader
-
         try:
             reader, _ = resolve_reader(self.dataset, self.data_root)
         except DatasetError as e:
@@ -348,19 +351,13 @@ class FinetuneConfig:
             raise ConfigError(f"--device must be auto, cpu, cuda or cuda:N; got {self.device!r}")
 
     def _validate_model(self) -> None:
-        from resnetzoo import list_models
-
         models = list_models()
         if self.arch not in models:
-            import difflib
-
             close = difflib.get_close_matches(self.arch, models, n=3)
             hint = f" Did you mean {', '.join(close)}?" if close else ""
             raise ConfigError(f"--arch {self.arch!r} is not a resnetzoo model.{hint} Choices: {', '.join(models)}")
         if self.eval_only is not None:
             return
-        from resnetzoo.weights import WeightSpec, pretrained_source
-
         try:
             source = pretrained_source(self.arch, self.pretrained)
         except ValueError as e:
@@ -376,12 +373,8 @@ class FinetuneConfig:
             raise ConfigError(f"--exclude-test-list {self.exclude_test_list}: no such file")
         if self.synthetic or self.download or self.resume:
             return  # generated, fetched, or named by the checkpoint being resumed
-        from resnetzoo.recipes.finetune.readers import resolve_reader
-
         reader, root = resolve_reader(self.dataset, self.data_root)
         if reader.name == "cub200":
-            from resnetzoo.recipes.finetune.readers.cub import TREE_DIRNAME, find_tree
-
             if find_tree(root) is None:
                 raise ConfigError(
                     f"--data-root {root}: no CUB-200-2011 tree there (looked for {root / 'images.txt'} and "
@@ -430,8 +423,6 @@ def resolve_settings(
         and for each setting that was chosen here a line saying how (``summary.json``
         ``settings_chosen``).
     """
-    from resnetzoo.weights import pretrained_source
-
     pretrained = pretrained_source(config.arch, config.pretrained) is not None
     scale = config.img_size / _PUBLISHED_SIZE
     chosen: dict[str, Any] = {}

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 import torch.distributed as torch_dist
 import torch.nn as nn
+from tqdm.auto import tqdm
 
 from resnetzoo.errors import ResNetZooError, WeightsUnavailableError
 from resnetzoo.recipes.finetune._batchnorm import apply_bn_policy, freeze_bn_statistics
@@ -60,6 +61,7 @@ from resnetzoo.recipes.finetune._outputs import (
 from resnetzoo.recipes.finetune._seeding import derive_seed, seed_everything
 from resnetzoo.recipes.finetune.checkpoints import (
     CHECKPOINT_FORMAT,
+    RUNTIME_FIELDS,
     load_checkpoint,
     resumed_config,
     save_checkpoint,
@@ -74,6 +76,15 @@ from resnetzoo.recipes.finetune.config import (
 from resnetzoo.recipes.finetune.errors import ConfigError, TrainingDivergedError
 from resnetzoo.recipes.finetune.evaluation import Evaluation, evaluate, forward
 from resnetzoo.recipes.finetune.images import ImageDataset, normalize_batch
+from resnetzoo.registry import create_model
+from resnetzoo.remap import load_weights
+from resnetzoo.weights import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    WeightSpec,
+    pretrained_source,
+    read_checkpoint,
+)
 
 __all__ = ["Dist", "Run", "build_model", "evaluate_checkpoint", "main", "train"]
 
@@ -84,8 +95,6 @@ _CHECK_EVERY = 20  # optimizer steps between checks for a non-finite loss (each 
 
 # --------------------------------------------------------------------------- the model
 def _normalisation(config: FinetuneConfig) -> tuple[list[float], list[float]]:
-    from resnetzoo.weights import IMAGENET_MEAN, IMAGENET_STD, WeightSpec, pretrained_source
-
     source = pretrained_source(config.arch, config.pretrained)
     if isinstance(source, WeightSpec):
         return list(source.mean), list(source.std)
@@ -108,9 +117,6 @@ def build_model(config: FinetuneConfig, *, num_classes: int, load_pretrained: bo
         WeightsUnavailableError: the weights cannot be fetched; the message says how to
             pass a file from the command line.
     """
-    from resnetzoo import create_model
-    from resnetzoo.weights import pretrained_source
-
     wanted = load_pretrained and pretrained_source(config.arch, config.pretrained) is not None
     try:
         return create_model(config.arch, pretrained=config.pretrained if wanted else False, num_classes=num_classes,
@@ -292,8 +298,6 @@ class Run:
             ``train_loss`` (label-smoothed, mixed), ``train_top1``, ``train_images``,
             ``train_s`` and ``images_per_s`` (summed over processes), ``lr`` and ``head_lr``.
         """
-        from tqdm.auto import tqdm
-
         self.set_train_mode()
         lrs = [group["lr"] for group in self.optimizer.param_groups]
         totals = torch.zeros(3, dtype=torch.float64, device=self.device)  # loss sum, correct, images
@@ -311,7 +315,7 @@ class Run:
                 self._stop_if_diverged(first_bad, desc=desc)
             bar.update()
             if step % 20 == 0 and not bar.disable:  # .item() waits for the GPU: only when shown
-                bar.set_postfix(loss=f"{loss.item():.3f}")
+                bar.set_postfix(loss=f"{loss.item() / self.config.grad_accum:.3f}")
         bar.close()
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
@@ -321,9 +325,13 @@ class Run:
                 "train_images": int(count), "train_s": seconds, "images_per_s": count / seconds}
 
     def train_step(self, batches: Iterator[tuple[torch.Tensor, torch.Tensor]], totals: torch.Tensor) -> torch.Tensor:
-        """One optimizer step over ``--grad-accum`` micro-batches; adds to ``totals``; returns the last loss."""
+        """One optimizer step over ``--grad-accum`` micro-batches; adds to ``totals``; returns the summed loss.
+
+        The sum is NaN or infinite when any micro-batch's loss was.
+        """
         ddp = isinstance(self.trained, nn.parallel.DistributedDataParallel)
         self.optimizer.zero_grad(set_to_none=True)
+        step_loss = totals.new_zeros(())
         for micro in range(self.config.grad_accum):
             images, labels = next(batches)
             images = normalize_batch(images.to(self.device, non_blocking=True), mean=self.mean, std=self.std,
@@ -342,12 +350,13 @@ class Run:
             correct = (logits.detach().argmax(1) == truth).sum()
             totals += torch.stack([loss.detach().double() * labels.numel(), correct.double(),
                                    totals.new_tensor(labels.numel())])
+            step_loss += loss.detach()
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
         if self.ema is not None:
             self.ema.update_parameters(self.model)
-        return loss.detach()
+        return step_loss
 
     def check_weights(self, epoch: int) -> None:
         """Refuse to go on (or save) with weights or statistics that are NaN or infinite."""
@@ -426,9 +435,8 @@ class Run:
             return final.top1  # the final weights are the selected ones
         if self.dist.enabled:
             torch_dist.barrier()  # best.safetensors is written by the main process
-        from resnetzoo.remap import load_weights
-
-        load_weights(self.model, str(self.out / "best.safetensors"), strict=True)
+        best, _ = read_checkpoint(self.out / "best.safetensors")
+        self.model.load_state_dict(best, strict=True)  # the names this run saved
         return self.evaluate(self.model, test_loader, desc="test selected").top1
 
     def _write_test_outputs(self, final: Evaluation) -> None:
@@ -489,6 +497,9 @@ class Run:
             self.ema.load_state_dict(checkpoint["ema"])
         self.history = list(checkpoint["history"])
         self.best = _Best(**checkpoint["best"])
+        # How the recipe's settings were chosen is the checkpoint's; where it runs is this call's.
+        runtime = {k: v for k, v in self.settings_chosen.items() if k in RUNTIME_FIELDS}
+        self.settings_chosen = {**checkpoint.get("settings_chosen", {}), **runtime}
         self.start_epoch, self.elapsed_before = checkpoint["epoch"], checkpoint["elapsed_s"]
 
     def _checkpoint_state(self, started: float) -> dict[str, Any]:
@@ -497,7 +508,7 @@ class Run:
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(), "ema": self.ema.state_dict() if self.ema is not None else None,
             "config": self.config.to_dict(), "classes": list(self.classes), "mean": self.mean, "std": self.std,
-            "best": dataclasses.asdict(self.best), "history": self.history,
+            "best": dataclasses.asdict(self.best), "history": self.history, "settings_chosen": self.settings_chosen,
             "elapsed_s": self.elapsed_before + time.perf_counter() - started,
         }
 
@@ -572,9 +583,6 @@ def evaluate_checkpoint(config: FinetuneConfig, *, dist: Dist, device: torch.dev
     Returns:
         The test metrics and where they came from, also written to ``eval.json``.
     """
-    from resnetzoo.remap import load_weights
-    from resnetzoo.weights import read_checkpoint
-
     path = Path(config.eval_only)  # type: ignore[arg-type]
     out = Path(config.output_dir)
 
@@ -592,6 +600,8 @@ def evaluate_checkpoint(config: FinetuneConfig, *, dist: Dist, device: torch.dev
         for name, kind in (("img_size", int), ("resize", int), ("resize_mode", str)):
             if name in meta:
                 config = dataclasses.replace(config, **{name: kind(meta[name])})
+        if "bbox_crop" in meta:
+            config = dataclasses.replace(config, bbox_crop=meta["bbox_crop"] == "True")
         default_mean, default_std = _normalisation(config)
         mean = json.loads(meta["mean"]) if "mean" in meta else default_mean
         std = json.loads(meta["std"]) if "std" in meta else default_std

@@ -16,6 +16,7 @@ import torch.distributed as torch_dist
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
 
 from resnetzoo.recipes.finetune.images import normalize_batch
 
@@ -96,8 +97,6 @@ def evaluate(
     Returns:
         The :class:`Evaluation`.
     """
-    from tqdm.auto import tqdm
-
     model.eval()
     totals = torch.zeros(4, dtype=torch.float64, device=device)  # loss sum, top-1, top-5, images
     per_class = torch.zeros(2, num_classes, dtype=torch.int64, device=device)  # correct, total

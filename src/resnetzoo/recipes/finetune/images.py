@@ -23,6 +23,7 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
+from tqdm.auto import tqdm
 
 from resnetzoo._io import atomic_path, remove_orphans_in
 from resnetzoo.recipes.finetune.errors import DatasetError
@@ -221,8 +222,6 @@ class ImageDataset(Dataset):
         """
         if self.cache_dir is None:
             raise ValueError("this dataset has no cache_dir; pass cache_dir=... to build a cache")
-        from tqdm.auto import tqdm
-
         cache_dir = self.cache_dir
         remove_orphans_in(cache_dir)  # temporaries of a run killed while caching
         missing = [r for r in self.records if not (cache_dir / f"{r.key.replace('/', '__')}.npy").is_file()]

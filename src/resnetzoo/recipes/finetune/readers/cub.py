@@ -31,6 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
 from resnetzoo._io import http_download, remove_orphans, sha256_file, temporary_name
 from resnetzoo.errors import ChecksumError, DownloadError
@@ -330,8 +331,6 @@ def _by_hand(archive: Path, *, url: str, size: int | None, sha256: str) -> str:
 def _fetch_resumable(url: str, archive: Path, *, size: int | None, sha256: str, progress: bool,
                      timeout: float) -> None:
     """Download ``url`` to ``archive``, verified, continuing from ``archive.partial`` (HTTP Range)."""
-    from tqdm.auto import tqdm
-
     with tqdm(unit="B", unit_scale=True, desc=archive.name, disable=not progress) as bar:
 
         def show(received: int, total: int | None) -> None:

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
+
 from resnetzoo.recipes.finetune.errors import DatasetError
 from resnetzoo.recipes.finetune.readers.base import ImageRecord, ImageSet, Reader, relative_key
 
@@ -37,8 +39,6 @@ def _held_out_splits(root: Path) -> dict[str, str]:
 
 
 def _records(folder: Path, *, root: Path, split: str, class_to_idx: dict[str, int]) -> list[ImageRecord]:
-    from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
-
     try:
         present, _ = find_classes(str(folder))
     except FileNotFoundError:  # no class folders: an empty split, refused where it is used
@@ -68,8 +68,6 @@ def read_imagefolder(root: Path) -> ImageSet:
         DatasetError: no ``train/`` or no held-out folder, a class folder without images,
             or a held-out class that ``train/`` does not have.
     """
-    from torchvision.datasets.folder import find_classes
-
     root = Path(root)
     if not (root / "train").is_dir():
         raise DatasetError(f"{root}: no train/ folder; --dataset imagefolder:PATH expects {_LAYOUT}")

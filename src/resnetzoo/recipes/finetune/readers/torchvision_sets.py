@@ -29,6 +29,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from torchvision.datasets import FGVCAircraft, Flowers102, StanfordCars
+
 from resnetzoo.recipes.finetune.errors import DatasetError
 from resnetzoo.recipes.finetune.readers.base import (
     ImageRecord,
@@ -81,24 +83,18 @@ def _from_torchvision(
 
 
 def _read_aircraft(root: Path) -> ImageSet:
-    from torchvision.datasets import FGVCAircraft
-
     return _from_torchvision(root, name="fgvc_aircraft", title="FGVC-Aircraft", make=FGVCAircraft,
                              splits={"trainval": "train", "test": "test"}, folder="fgvc-aircraft-2013b",
                              obtain=FGVC_AIRCRAFT_READER.obtain)
 
 
 def _read_cars(root: Path) -> ImageSet:
-    from torchvision.datasets import StanfordCars
-
     return _from_torchvision(root, name="stanford_cars", title="Stanford Cars", make=StanfordCars,
                              splits={"train": "train", "test": "test"}, folder="stanford_cars",
                              obtain=STANFORD_CARS_READER.obtain, needs_scipy=True)
 
 
 def _read_flowers(root: Path) -> ImageSet:
-    from torchvision.datasets import Flowers102
-
     return _from_torchvision(root, name="flowers102", title="Flowers-102", make=Flowers102,
                              splits={"train": "train", "val": "val", "test": "test"}, folder="flowers-102",
                              obtain=FLOWERS102_READER.obtain, needs_scipy=True)
