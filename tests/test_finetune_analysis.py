@@ -20,7 +20,6 @@ from hypothesis import strategies as st
 from PIL import Image
 
 import resnetzoo
-from resnetzoo.recipes.cub200.data import normalize_batch
 from resnetzoo.recipes.finetune.analysis import (
     OUTPUT_NAMES,
     ConfusedPair,
@@ -33,6 +32,7 @@ from resnetzoo.recipes.finetune.analysis import (
     pointing_game_hits,
     write_error_analysis,
 )
+from resnetzoo.recipes.finetune.images import normalize_batch
 
 MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 

@@ -66,7 +66,7 @@ def _tiny_model():
 
 
 def _config(out: Path, **overrides: object) -> CUB200Config:
-    """The synthetic demo, shrunk: tiny model, 48 px, 2 epochs of 8 steps, no worker processes.
+    """The synthetic demo, shrunk: tiny model, 48 px, 2 epochs of 8 steps, no worker processes, no pictures.
 
     Stochastic depth and CutMix are on so that training draws from the global RNG, which resume
     must restore; the weight average (EMA) is on so that its state must be restored too.
@@ -74,7 +74,7 @@ def _config(out: Path, **overrides: object) -> CUB200Config:
     settings = {
         "output_dir": str(out), "arch": "cub_test_tiny", "img_size": 48, "resize": 56, "epochs": 2,
         "batch_size": 8, "workers": 0, "progress": False, "drop_path_rate": 0.1, "cutmix_alpha": 1.0,
-        "ema_decay": 0.9,
+        "ema_decay": 0.9, "error_analysis": False,
     }
     return CUB200Config.for_synthetic(**{**settings, **overrides})
 
@@ -96,7 +96,7 @@ def _subprocess_env() -> dict[str, str]:
 def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     """One uninterrupted 2-epoch run, shared by the tests that only read its outputs."""
     out = tmp_path_factory.mktemp("run") / "out"
-    return out, train(_config(out))
+    return out, train(_config(out, error_analysis=True, cam_images=2))
 
 
 def _copy_tree(out: Path, dest: Path, *, edit=None) -> Path:
@@ -274,6 +274,19 @@ def test_two_epoch_cpu_run_chooses_on_validation_and_writes_every_output(run) ->
     assert (out / "ema.safetensors").is_file()
 
 
+def test_the_error_analysis_runs_on_the_final_weights_with_the_boxes(run) -> None:
+    out, summary = run
+    # Every synthetic test image has its box inside the 48-px crop: all 40 are measured.
+    assert summary["pointing_game_images"] == 40 and 0 <= summary["pointing_game"] <= 100
+    assert summary["cam_prediction_agreement"] == 1.0  # the analysis saw the images in the evaluation's order
+    assert {"confusion.png", "confusion.csv", "confused_pairs.csv"} <= {p.name for p in out.iterdir()}
+    assert len([p for p in (out / "cam").iterdir() if p.name[:2].isdigit()]) == 2
+    counts = [line.split(",")[1:] for line in (out / "confusion.csv").read_text().splitlines()[1:]]
+    predicted = [line.split(",") for line in (out / "predictions.csv").read_text().splitlines()[1:]]
+    diagonal = sum(int(row[i]) for i, row in enumerate(counts))
+    assert diagonal == sum(int(p[-1]) for p in predicted) == round(summary["test_top1"] * 40 / 100)
+
+
 def test_no_test_image_is_read_before_the_final_evaluation(tmp_path, monkeypatch) -> None:
     reads: list[tuple[str, str]] = []  # (split, key) of every image decoded, in order
     real_load, real_finish = ImageDataset.load_image, engine_module.Run.finish
@@ -301,7 +314,7 @@ def test_no_test_image_is_read_before_the_final_evaluation(tmp_path, monkeypatch
 def test_test_set_selection_is_labelled_in_every_output(tmp_path, capsys) -> None:
     out = tmp_path / "published"
     args = ["--synthetic", "--arch", "cub_test_tiny", "--img-size", "48", "--epochs", "2", "--batch-size", "8",
-            "--workers", "0", "--no-progress", "--val-fraction", "0", "--output-dir", str(out)]
+            "--workers", "0", "--no-progress", "--val-fraction", "0", "--no-error-analysis", "--output-dir", str(out)]
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert "chosen on the test set" in printed and "optimistic" in printed
@@ -336,12 +349,15 @@ def test_any_data_set_in_class_folders_through_the_generic_command(tmp_path, cap
                                   image_size=(40, 32), layout="imagefolder")
     out = tmp_path / "out"
     args = ["--dataset", f"imagefolder:{folders}", "--arch", "cub_test_tiny", "--pretrained", "none", "--img-size",
-            "32", "--epochs", "1", "--batch-size", "8", "--workers", "0", "--no-progress", "--output-dir", str(out)]
+            "32", "--epochs", "1", "--batch-size", "8", "--workers", "0", "--no-progress", "--cam-images", "1",
+            "--output-dir", str(out)]
     assert engine_module.main(args) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["dataset"] == "imagefolder" and summary["num_classes"] == 3
     assert (summary["train_images"], summary["val_images"], summary["test_images"]) == (15, 3, 6)
     assert "path" in (out / "predictions.csv").read_text().splitlines()[0]
+    assert summary["pointing_game"] is None  # class folders have no boxes; the other pictures are there
+    assert (out / "confusion.png").is_file() and len(list((out / "cam").glob("01_*.png"))) == 1
 
 
 def test_resume_repeats_an_uninterrupted_run_exactly(run, tmp_path, monkeypatch) -> None:
@@ -405,7 +421,8 @@ def test_config_round_trips_through_a_checkpoint(run) -> None:
     out, _ = run
     saved = CUB200Config.from_dict(load_checkpoint(out / "checkpoint.pt")["config"])
     # Automatic settings are recorded as resolved (what this run used).
-    expected, _ = resolve_settings(_config(out), device=torch.device("cpu"), world_size=1, default_workers=0,
+    expected, _ = resolve_settings(_config(out, error_analysis=True, cam_images=2), device=torch.device("cpu"),
+                                   world_size=1, default_workers=0,
                                    default_threads=(saved.threads, ""))
     assert saved == expected and saved.crop_padding == 1 and saved.resize == 56 and saved.head_lr_mult == 1.0
 
@@ -414,7 +431,7 @@ def test_config_round_trips_through_a_checkpoint(run) -> None:
 def test_nan_training_stops_with_an_error_and_saves_nothing(tmp_path, capsys) -> None:
     out = tmp_path / "nan"
     args = ["--synthetic", "--arch", "cub_test_tiny", "--img-size", "48", "--resize", "56", "--epochs", "2",
-            "--workers", "0", "--no-progress", "--lr", "1e6", "--output-dir", str(out)]
+            "--workers", "0", "--no-progress", "--lr", "1e6", "--no-error-analysis", "--output-dir", str(out)]
     assert main(args) == 1
     err = capsys.readouterr().err
     assert re.search(r"training diverged: the training loss is not finite at epoch 1/2, step \d+ of \d+", err)
@@ -516,7 +533,7 @@ def test_a_full_disk_is_one_line_and_keeps_the_last_checkpoint(tmp_path, capsys,
     monkeypatch.setattr(resnetzoo.remap.load, "save_file", full)
     out = tmp_path / "out"
     args = ["--synthetic", "--arch", "cub_test_tiny", "--img-size", "48", "--resize", "56", "--epochs", "1",
-            "--workers", "0", "--no-progress", "--output-dir", str(out)]
+            "--workers", "0", "--no-progress", "--no-error-analysis", "--output-dir", str(out)]
     assert main(args) == 1
     err = capsys.readouterr().err
     assert f"{out / 'best.safetensors'}: could not write the weights" in err and "free some space" in err
@@ -590,14 +607,14 @@ def test_load_checkpoint_refuses_foreign_corrupt_and_unsafe_files(tmp_path, cont
 def test_synthetic_demo_through_main(tmp_path, capsys) -> None:
     out = tmp_path / "demo"
     args = ["--synthetic", "--arch", "cub_test_tiny", "--img-size", "48", "--resize", "56", "--epochs", "1",
-            "--workers", "0", "--no-progress", "--output-dir", str(out)]
+            "--workers", "0", "--no-progress", "--no-error-analysis", "--output-dir", str(out)]
     assert main(args) == 0
     assert "test top-1" in capsys.readouterr().out
     assert {"summary.json", "metrics.jsonl", "checkpoint.pt", "best.safetensors"} <= {p.name for p in out.iterdir()}
     assert main(args) == 2 and "--overwrite" in capsys.readouterr().err  # a second run refuses
     # --resume alone finds the rest in the checkpoint; the run is complete, so it only re-evaluates.
     first = json.loads((out / "summary.json").read_text())
-    assert main(["--output-dir", str(out), "--resume", "--workers", "0", "--no-progress"]) == 0
+    assert main(["--output-dir", str(out), "--resume", "--workers", "0", "--no-progress", "--no-error-analysis"]) == 0
     assert json.loads((out / "summary.json").read_text())["test_top1"] == first["test_top1"]
 
 
@@ -613,7 +630,8 @@ def test_two_process_ddp_run_on_cpu(tmp_path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script),
          "--synthetic", "--arch", "cub_test_tiny", "--img-size", "48", "--resize", "56", "--epochs", "2",
-         "--batch-size", "8", "--grad-accum", "2", "--workers", "0", "--no-progress", "--output-dir", str(out)],
+         "--batch-size", "8", "--grad-accum", "2", "--workers", "0", "--no-progress", "--cam-images", "2",
+         "--output-dir", str(out)],
         env=_subprocess_env(), capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -623,6 +641,7 @@ def test_two_process_ddp_run_on_cpu(tmp_path) -> None:
     assert [r["epoch"] for r in rows] == [1, 2]  # written once, by rank 0
     assert rows[0]["val_images"] == 10 and rows[0]["train_images"] == 64  # summed over ranks, none twice
     assert summary["test_images"] == 40 and len((out / "predictions.csv").read_text().splitlines()) == 41
+    assert summary["pointing_game_images"] == 40 and (out / "confusion.png").is_file()  # by rank 0 alone
     assert load_checkpoint(out / "checkpoint.pt")["epoch"] == 2
 
 

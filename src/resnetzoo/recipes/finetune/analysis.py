@@ -64,7 +64,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from resnetzoo._io import atomic_path, write_text
-from resnetzoo.recipes.cub200.data import normalize_batch
+from resnetzoo.recipes.finetune.images import normalize_batch
 
 __all__ = [
     "OUTPUT_NAMES",

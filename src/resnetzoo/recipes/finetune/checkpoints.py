@@ -46,7 +46,8 @@ CHECKPOINT_FORMAT = "resnetzoo.recipes.finetune.checkpoint/2"
 _LEGACY_FORMATS = ("resnetzoo.recipes.cub200.checkpoint/1",)  # resnetzoo 0.1: evaluated, not resumed
 RUNTIME_FIELDS = frozenset(
     {"data_root", "download", "cache_dir", "workers", "threads", "device", "channels_last", "compile", "progress",
-     "output_dir", "resume", "overwrite", "eval_only", "exclude_test_list", "official_counts"}
+     "output_dir", "resume", "overwrite", "eval_only", "exclude_test_list", "official_counts", "error_analysis",
+     "cam_images"}
 )
 """Settings a resumed run takes from its command line (where and how fast); the rest come from the checkpoint."""
 

@@ -239,6 +239,12 @@ class FinetuneConfig:
         None, "only evaluate this training checkpoint (.pt) or weights file (.safetensors) on the test split",
         group="run", metavar="CKPT",
     )
+    error_analysis: bool = _setting(
+        True, "after the final test evaluation, write the confusion matrix, the most-confused pairs and "
+        "Grad-CAM pictures, and measure the pointing game where the data set has boxes", group="run",
+    )
+    cam_images: int = _setting(16, "Grad-CAM pictures of test images, half wrong and half right", group="run",
+                               metavar="N")
     seed: int = _setting(0, "seed of every random number generator (and of the validation split)", group="run")
     progress: bool = _setting(True, "show progress bars (on rank 0, when writing to a terminal)", group="run")
 
@@ -279,7 +285,7 @@ class FinetuneConfig:
         """
         for name in ("epochs", "batch_size", "img_size", "grad_accum", "lr_base_size"):
             _check_int(name, getattr(self, name), low=1)
-        for name in ("seed",):
+        for name in ("seed", "cam_images"):
             _check_int(name, getattr(self, name), low=0)
         for name, low in (("workers", 0), ("crop_padding", 0), ("threads", 1)):
             if getattr(self, name) is not None:

@@ -59,6 +59,7 @@ from resnetzoo.recipes.finetune._outputs import (
     versions,
 )
 from resnetzoo.recipes.finetune._seeding import derive_seed, seed_everything
+from resnetzoo.recipes.finetune.analysis import write_error_analysis
 from resnetzoo.recipes.finetune.checkpoints import (
     CHECKPOINT_FORMAT,
     RUNTIME_FIELDS,
@@ -402,7 +403,8 @@ class Run:
         test_loader = self._eval_loader(self.data.test)
         final = self.evaluate(self.model, test_loader, desc="test", keep_predictions=True)
         self._write_test_outputs(final)
-        selected = self._test_selected(final, test_loader)
+        errors = self.analyse_errors(final)
+        selected = self._test_selected(final, test_loader)  # loads the selected weights: after the analysis
         averaged = None
         if self.ema is not None:
             averaged = self.evaluate(self.ema.module, test_loader, desc="test EMA")
@@ -410,10 +412,38 @@ class Run:
                 save_model_weights(self.ema.module, self.out / "ema.safetensors", metadata=self._weights_metadata(
                     selected_on="final epoch (weight average)", top1=averaged.top1, top1_on="test",
                     epoch=len(self.history)))
-        summary = self._summary(final, selected, averaged, started=started)
+        summary = {**self._summary(final, selected, averaged, started=started), **errors}
         self.outputs.plot_curves(self.history)
         self.outputs.write_json("summary.json", summary)
         return summary
+
+    def analyse_errors(self, final: Evaluation) -> dict[str, Any]:
+        """Where the final weights fail and where they look, on the main process.
+
+        Writes ``confusion.png``/``.csv``, ``confused_pairs.csv`` and ``cam/`` (Grad-CAM
+        overlays with the ground-truth boxes) with
+        :func:`~resnetzoo.recipes.finetune.analysis.write_error_analysis`.
+
+        Returns:
+            For ``summary.json``: the pointing-game score (share of test images whose
+            true-class Grad-CAM peak falls in the object's box, in percent), its 95 %
+            interval, the images it was measured on and a centre-point baseline; None
+            values where the data set has no boxes. Empty with ``--no-error-analysis``
+            and on the other processes.
+        """
+        if not self.dist.is_main or not self.config.error_analysis:
+            return {}
+        test = self.data.test
+        boxes = None
+        if self.data.image_set.has_boxes and not self.config.bbox_crop:
+            corners = (test.box_in_input(i, crop=self.config.img_size) for i in range(len(test)))
+            boxes = [None if c is None else (c[0], c[1], c[2] - c[0], c[3] - c[1]) for c in corners]
+        result = write_error_analysis(
+            self.out, model=self.model, images=test, labels=test.targets, predictions=final.predictions,
+            classes=self.classes, image_ids=[record.key for record in test.records], mean=self.mean, std=self.std,
+            boxes=boxes, num_cams=self.config.cam_images, seed=self.config.seed, overwrite=True,
+        )
+        return result.summary()
 
     # ---------------------------------------------------------------- evaluation
     def evaluate(self, model: nn.Module, loader: torch.utils.data.DataLoader, *, desc: str,
