@@ -1,7 +1,7 @@
 """Checkpoints of a run: ``checkpoint.pt`` to resume, ``best.safetensors`` to reuse.
 
 ``checkpoint.pt`` is written after every epoch, atomically, and read back by the
-library's checkpoint reader without running any pickled code (``weights_only=True``);
+library's training-checkpoint reader without running any pickled code (``weights_only=True``);
 it holds no RNG states, since the epoch number restores them (every random stream is
 derived from the seed and epoch). ``best.safetensors`` holds the weights of the epoch
 chosen on the validation split (on the test split with ``--val-fraction 0``), with
@@ -29,7 +29,7 @@ from resnetzoo._io import atomic_path
 from resnetzoo.errors import CheckpointError
 from resnetzoo.recipes.finetune.config import FinetuneConfig
 from resnetzoo.remap import save_weights
-from resnetzoo.weights import read_checkpoint
+from resnetzoo.weights import read_training_checkpoint
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -125,9 +125,9 @@ def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> None
 def load_checkpoint(path: str | os.PathLike[str], *, resumable: bool = False) -> dict[str, Any]:
     """Read a checkpoint written by :func:`~resnetzoo.recipes.finetune.train`, without running any pickled code.
 
-    The file is read by the library's checkpoint reader
-    (:func:`resnetzoo.weights.read_checkpoint`: ``weights_only=True``, clear errors for
-    truncated, corrupt and foreign files).
+    The file is read by the library's reader of training checkpoints
+    (:func:`resnetzoo.weights.read_training_checkpoint`: ``weights_only=True``, bounded
+    by the file's size, clear errors for truncated, corrupt and foreign files).
 
     Args:
         path: a ``checkpoint.pt``.
@@ -144,8 +144,8 @@ def load_checkpoint(path: str | os.PathLike[str], *, resumable: bool = False) ->
         FileNotFoundError: there is no file at ``path``.
     """
     path = Path(path)
-    state, _ = read_checkpoint(path)
-    fmt = state.get("format") if isinstance(state, dict) else None
+    state = read_training_checkpoint(path)
+    fmt = state.get("format")
     if fmt == CHECKPOINT_FORMAT or (fmt in _LEGACY_FORMATS and not resumable):
         return state
     if fmt in _LEGACY_FORMATS:
