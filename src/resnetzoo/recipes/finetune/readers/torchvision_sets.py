@@ -65,8 +65,9 @@ def _from_torchvision(
     for tv_split, split in splits.items():
         try:
             dataset = make(str(root), split=tv_split, loader=_path_of)
-        except RuntimeError as e:  # torchvision's "Dataset not found (or corrupted)"
-            raise DatasetError(f"no {title} at {root / folder} ({e}). {obtain}") from None
+        except RuntimeError as e:  # torchvision's "Dataset not found (or corrupted). You can use download=True ..."
+            said = str(e).split(".")[0]  # its advice to download does not apply: downloads are the user's
+            raise DatasetError(f"no {title} at {root / folder} (torchvision: {said}). {obtain}") from None
         except Exception as e:  # a malformed index file: torchvision raises KeyError, ValueError ...
             raise DatasetError(
                 f"{title} at {root / folder}: cannot read the {tv_split} index ({type(e).__name__}: {e}); "
