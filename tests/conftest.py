@@ -46,7 +46,7 @@ def _randomize(model: nn.Module, seed: int = 0) -> nn.Module:
     return model
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def randomize():
     """Return a function that fills a model's weights and BN statistics with random values."""
     return _randomize

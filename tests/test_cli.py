@@ -39,11 +39,11 @@ def hf_checkpoint(hf_model, tmp_path_factory):
     return path
 
 
-def test_inspect_ok_guesses_arch(tv_checkpoint, capsys):
+def test_inspect_tells_the_architecture(tv_checkpoint, capsys):
     assert main(["inspect", str(tv_checkpoint)]) == 0
     out, err = capsys.readouterr()
-    assert "guessed architecture: resnet18" in err
-    assert "loads strictly" in out.splitlines()[0] and "unwrapped   checkpoint['state_dict']" in out
+    assert out.splitlines()[0] == "Architecture: resnetzoo.resnet18()" and not err
+    assert "resnet18 <- " in out and "loads strictly" in out and "unwrapped   checkpoint['state_dict']" in out
 
 
 def test_inspect_json(hf_checkpoint, capsys):
@@ -51,6 +51,7 @@ def test_inspect_json(hf_checkpoint, capsys):
     data = json.loads(capsys.readouterr().out)
     assert data["ok"] is True and data["model_arch"] == "resnet18"
     assert data["convention"] == "transformers-ResNetForImageClassification"
+    assert data["architecture"]["call"] == "resnetzoo.resnet18(num_classes=10)"
 
 
 def test_inspect_mismatch_exit_1(tv_checkpoint, capsys):

@@ -23,9 +23,11 @@ from resnetzoo.architectures import ARCHITECTURES
 _EXPORTS: dict[str, str] = {
     "BasicBlock": "resnetzoo.blocks",
     "Bottleneck": "resnetzoo.blocks",
+    "ArchitectureError": "resnetzoo.errors",
     "CheckpointError": "resnetzoo.errors",
     "ChecksumError": "resnetzoo.errors",
     "DownloadError": "resnetzoo.errors",
+    "ExportError": "resnetzoo.errors",
     "ResNetZooError": "resnetzoo.errors",
     "WeightsLoadError": "resnetzoo.errors",
     "WeightsUnavailableError": "resnetzoo.errors",
@@ -35,12 +37,16 @@ _EXPORTS: dict[str, str] = {
     "InferenceReport": "resnetzoo.inference",
     "optimize_for_inference": "resnetzoo.inference",
     "create_model": "resnetzoo.registry",
+    "create_model_from_checkpoint": "resnetzoo.registry",
+    "inspect_checkpoint": "resnetzoo.registry",
     "list_models": "resnetzoo.registry",
     "register_model": "resnetzoo.registry",
     "LoadReport": "resnetzoo.remap",
     "diagnose": "resnetzoo.remap",
     "load_weights": "resnetzoo.remap",
     "save_weights": "resnetzoo.remap",
+    "export_checkpoint": "resnetzoo.remap",
+    "export_state_dict": "resnetzoo.remap",
     "ResNet": "resnetzoo.resnet",
     "ResNetFeatures": "resnetzoo.resnet",
     "make_stages": "resnetzoo.resnet",
@@ -53,8 +59,8 @@ _EXPORTS: dict[str, str] = {
 }
 # Subpackages and modules reachable as attributes (``resnetzoo.weights.get_weights``).
 _SUBMODULES = frozenset(
-    {"architectures", "blocks", "cli", "errors", "factories", "features", "heads", "inference", "models",
-     "recipes", "registry", "remap", "resnet", "shortcuts", "stems", "weights"}
+    {"architectures", "blocks", "cli", "errors", "factories", "features", "heads", "infer", "inference",
+     "models", "recipes", "registry", "remap", "resnet", "shortcuts", "stems", "weights"}
 )
 
 __all__ = sorted([*_EXPORTS, "__version__"], key=str.lower)
@@ -78,9 +84,11 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, imported eagerly
     from resnetzoo.blocks import BasicBlock, Bottleneck
     from resnetzoo.errors import (
+        ArchitectureError,
         CheckpointError,
         ChecksumError,
         DownloadError,
+        ExportError,
         ResNetZooError,
         WeightsLoadError,
         WeightsUnavailableError,
@@ -88,8 +96,21 @@ if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, imported e
     from resnetzoo.factories import GroupNorm32, known_names, resolve
     from resnetzoo.inference import InferenceReport, optimize_for_inference
     from resnetzoo.models import *  # noqa: F403  (one constructor per architecture)
-    from resnetzoo.registry import create_model, list_models, register_model
-    from resnetzoo.remap import LoadReport, diagnose, load_weights, save_weights
+    from resnetzoo.registry import (
+        create_model,
+        create_model_from_checkpoint,
+        inspect_checkpoint,
+        list_models,
+        register_model,
+    )
+    from resnetzoo.remap import (
+        LoadReport,
+        diagnose,
+        export_checkpoint,
+        export_state_dict,
+        load_weights,
+        save_weights,
+    )
     from resnetzoo.resnet import ResNet, ResNetFeatures, make_stages
     from resnetzoo.shortcuts import ZeroPadShortcut
     from resnetzoo.weights import WeightSpec, get_weights, list_pretrained, register_weights

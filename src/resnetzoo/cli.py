@@ -1,16 +1,23 @@
 """The ``resnetzoo`` command: inspect and convert checkpoints, list models, download weights.
 
 Exit codes: 0 success; 1 a checkpoint does not fit the architecture (``inspect``,
-``convert``); 2 bad usage or an error such as an unreadable file or no network,
-reported on stderr in one message, without a traceback.
+``convert``); 2 bad usage or an error such as an unreadable file, a checkpoint that is
+no ResNet, or no network, reported on stderr in one message, without a traceback.
 
 Examples::
 
-    resnetzoo inspect checkpoint.pth                 # guesses the architecture
+    resnetzoo inspect checkpoint.pth                 # tells the architecture from the tensors
+    resnetzoo inspect moco.pth --prefix module.encoder_k.
     resnetzoo inspect pytorch_model.bin --arch resnet50 --json
-    resnetzoo convert lightning.ckpt resnet50.safetensors --arch resnet50
+    resnetzoo convert lightning.ckpt resnet50.safetensors
+    resnetzoo convert resnet50d.pth out.safetensors --to timm
+    resnetzoo convert mmpretrain.pth hf-folder --to transformers
     resnetzoo list 'resnet5*'
     resnetzoo download resnet50.tv2_in1k
+
+torch takes seconds to import on a busy machine, so this module imports it (and
+everything that needs it) only inside the subcommands that use it: ``--help``,
+``--version`` and usage errors answer at once.
 """
 
 from __future__ import annotations
@@ -21,102 +28,146 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-import torch.nn as nn
+from resnetzoo._version import __version__
+from resnetzoo.errors import ResNetZooError
 
-from resnetzoo.errors import ResNetZooError, WeightsLoadError
-from resnetzoo.remap import diagnose, guess_arch, load_weights, save_weights, to_native
-from resnetzoo.remap.report import LoadReport, catalog_keys
+if TYPE_CHECKING:
+    import torch.nn as nn
+
+    from resnetzoo.infer import InferredArchitecture
+    from resnetzoo.remap import LoadReport
+    from resnetzoo.weights import LoadedCheckpoint
 
 __all__ = ["build_parser", "main"]
 
 _EXIT_OK, _EXIT_MISFIT, _EXIT_ERROR = 0, 1, 2
+# What `convert --to` writes; resnetzoo's own safetensors unless asked otherwise.
+_TARGETS = ("resnetzoo", "torchvision", "timm", "transformers", "mmpretrain")
 
 
 # ------------------------------------------------------------------ helpers
-class _UsageError(Exception):
-    """Bad arguments the parser cannot see (an architecture that cannot be guessed)."""
-
-
-def _checkpoint_head(obj: Any) -> tuple[str | None, int, int | None]:
-    """Guess ``(arch, num_classes, in_chans)`` from a checkpoint's tensors."""
-    state = to_native(obj, target_keys=catalog_keys()).state_dict
-    shapes = {k: tuple(v.shape) for k, v in state.items()}
-    fc = shapes.get("fc.weight")
-    stem = shapes.get("conv1.weight") or shapes.get("conv1.0.weight")
-    return guess_arch(shapes, exact=False), fc[0] if fc else 0, stem[1] if stem and len(stem) == 4 else None
-
-
-def _build_model(args: argparse.Namespace, loaded: Any, *, meta: bool) -> nn.Module:
-    """The architecture named by ``--arch`` (or guessed), sized like the checkpoint's head and stem."""
-    import resnetzoo
-
-    arch, num_classes, in_chans = _checkpoint_head(loaded.obj)
-    if args.arch is None:
-        if arch is None:
-            raise _UsageError("cannot guess the architecture from this checkpoint; give --arch NAME")
-        print(f"guessed architecture: {arch} (use --arch to choose another)", file=sys.stderr)
-    kwargs: dict[str, Any] = {"num_classes": num_classes if args.num_classes is None else args.num_classes}
-    if in_chans is not None:
-        kwargs["in_chans"] = in_chans
-    # The meta device gives names and shapes without allocating: all that inspect needs.
-    device = torch.device("meta") if meta else torch.device("cpu")
-    with device:
-        return resnetzoo.create_model(args.arch or arch, **kwargs)
-
-
-def _read(source: str) -> Any:
+def _read(source: str) -> LoadedCheckpoint:
     from resnetzoo.weights import read_source
 
     return read_source(source)
 
 
-def _print_report(report: LoadReport, *, as_json: bool, file: Any = None) -> None:
+def _named_model(args: argparse.Namespace, loaded: LoadedCheckpoint) -> nn.Module:
+    """The architecture named by ``--arch``, sized like the checkpoint's classifier and stem."""
+    from resnetzoo.registry import create_model
+    from resnetzoo.remap.conventions import to_native
+
+    shapes = {k: tuple(v.shape) for k, v in to_native(loaded.obj, prefix=args.prefix).state_dict.items()}
+    fc = shapes.get("fc.weight")
+    stem = shapes.get("conv1.weight") or shapes.get("conv1.0.weight")
+    kwargs: dict[str, Any] = {"num_classes": fc[0] if fc and len(fc) == 2 else 0}
+    if stem and len(stem) == 4:
+        kwargs["in_chans"] = stem[1]
+    if args.num_classes is not None:
+        kwargs["num_classes"] = args.num_classes
+    return create_model(args.arch, **kwargs)
+
+
+def _inferred_model(args: argparse.Namespace, loaded: LoadedCheckpoint) -> tuple[nn.Module, InferredArchitecture]:
+    from resnetzoo.registry import inspect_checkpoint
+    from resnetzoo.resnet import ResNet
+
+    inferred = inspect_checkpoint(loaded, prefix=args.prefix)
+    kwargs = inferred.kwargs()
+    if args.num_classes is not None:
+        kwargs["num_classes"] = args.num_classes
+    return ResNet(**kwargs), inferred
+
+
+def _print_report(report: LoadReport, inferred: InferredArchitecture | None, *, as_json: bool) -> None:
     if as_json:
-        print(json.dumps(report.to_dict(), indent=2), file=file or sys.stdout)
-    else:
-        print(report, file=file or sys.stdout)
+        data = report.to_dict()
+        data["architecture"] = inferred.to_dict() if inferred is not None else None
+        print(json.dumps(data, indent=2))
+        return
+    if inferred is not None:
+        print(inferred)
+        print()
+    print(report)
 
 
 # ------------------------------------------------------------- subcommands
 def _inspect(args: argparse.Namespace) -> int:
+    import torch
+
+    from resnetzoo.remap import diagnose
+
     loaded = _read(args.checkpoint)
-    model = _build_model(args, loaded, meta=True)
-    report = diagnose(model, loaded)
-    _print_report(report, as_json=args.json)
-    return _EXIT_OK if report.ok else _EXIT_MISFIT
+    # The meta device gives names and shapes without allocating: all that a report needs.
+    with torch.device("meta"):
+        if args.arch:
+            model, inferred = _named_model(args, loaded), None
+        else:
+            model, inferred = _inferred_model(args, loaded)
+    report = diagnose(model, loaded, prefix=args.prefix)
+    _print_report(report, inferred, as_json=args.json)
+    return _EXIT_MISFIT if report.problem_keys(ignore_head=args.ignore_head) else _EXIT_OK
+
+
+def _check_output(args: argparse.Namespace) -> None:
+    out = Path(args.output)
+    if args.overwrite:
+        return
+    if args.to == "transformers":
+        taken = [p.name for p in (out / "config.json", out / "model.safetensors") if p.exists()]
+        if taken or (out.exists() and not out.is_dir()):
+            raise FileExistsError(f"{out} already holds {', '.join(taken) or 'a file'}; pass --overwrite to replace it")
+    elif out.exists():
+        raise FileExistsError(f"{out} already exists; pass --overwrite to replace it")
 
 
 def _convert(args: argparse.Namespace) -> int:
-    if Path(args.output).exists() and not args.overwrite:
-        raise FileExistsError(f"{args.output} already exists; pass --overwrite to replace it")
+    from resnetzoo.errors import WeightsLoadError
+    from resnetzoo.registry import create_model_from_checkpoint
+    from resnetzoo.remap import load_weights, save_weights
+    from resnetzoo.remap.export import export_checkpoint
+
+    _check_output(args)  # before reading: a file the user wrote is never at risk
     loaded = _read(args.input)
-    model = _build_model(args, loaded, meta=False)
+    strict = not args.allow_partial
     try:
-        report = load_weights(model, loaded, strict=not args.allow_partial)
+        if args.arch:
+            model = _named_model(args, loaded)
+            report = load_weights(model, loaded, strict=strict, ignore_head=args.ignore_head, prefix=args.prefix)
+        else:
+            overrides = {} if args.num_classes is None else {"num_classes": args.num_classes}
+            model, report = create_model_from_checkpoint(
+                loaded, prefix=args.prefix, strict=strict, ignore_head=args.ignore_head, **overrides
+            )
     except WeightsLoadError as exc:
         print(exc.report, file=sys.stderr)
         print(
             "resnetzoo: not converted: the checkpoint does not fit the architecture strictly; "
-            "check --arch and --num-classes, or pass --allow-partial to save it anyway (tensors "
-            "that do not fit keep the model's initial values)",
+            "check --arch and --num-classes, pass --ignore-head to leave a differing classifier out, "
+            "or --allow-partial to save it anyway (tensors that do not fit keep the model's initial values)",
             file=sys.stderr,
         )
         return _EXIT_MISFIT
-    path = save_weights(model, args.output, overwrite=args.overwrite)
     print(report)
-    print(f"wrote {path}")
+    if args.to == "resnetzoo":
+        metadata = {"stride_in_1x1": "true"} if getattr(model, "stride_in_1x1", False) else None
+        path = save_weights(model, args.output, metadata=metadata, overwrite=args.overwrite)
+        print(f"wrote {path}")
+        return _EXIT_OK
+    exported = export_checkpoint(model, args.output, to=args.to, overwrite=args.overwrite)
+    print(f"wrote {args.output} for {exported.library} ({exported.convention} names)")
+    print(f"load it with: {exported.load_with}")
     return _EXIT_OK
 
 
 def _list(args: argparse.Namespace) -> int:
-    import resnetzoo
+    from resnetzoo.registry import list_models
     from resnetzoo.weights import list_pretrained
 
     pattern = args.pattern or "*"
-    models = resnetzoo.list_models()
+    models = list_models()
     specs = [s for s in list_pretrained() if fnmatch.fnmatchcase(s.name, pattern) or fnmatch.fnmatchcase(s.arch, pattern)]
     shown = [m for m in models if fnmatch.fnmatchcase(m, pattern) or any(s.arch == m for s in specs)]
     print(f"Models ({len(shown)}):")
@@ -133,9 +184,9 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _download(args: argparse.Namespace) -> int:
-    from resnetzoo.weights import fetch_weights, get_weights
+    import resnetzoo.weights
 
-    print(fetch_weights(get_weights(args.name)))
+    print(resnetzoo.weights.fetch_weights(resnetzoo.weights.get_weights(args.name)))
     return _EXIT_OK
 
 
@@ -143,33 +194,55 @@ def _download(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """Return the ``resnetzoo`` argument parser (subcommands inspect, convert, list, download)."""
     parser = argparse.ArgumentParser(prog="resnetzoo", description="ResNet checkpoints and weights.")
+    parser.add_argument("--version", action="version", version=f"resnetzoo {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     def model_options(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--arch", help="architecture (resnetzoo list); guessed from the checkpoint if omitted")
+        p.add_argument(
+            "--arch", help="architecture (resnetzoo list); without it, told from the checkpoint's names and shapes"
+        )
         p.add_argument(
             "--num-classes", type=int, metavar="N", help="classifier size of the model (default: the checkpoint's)"
+        )
+        p.add_argument(
+            "--prefix",
+            metavar="PREFIX",
+            help="read the network under this key prefix, e.g. module.encoder_k. (default: the sub-tree that fits best)",
+        )
+        p.add_argument(
+            "--ignore-head",
+            action="store_true",
+            help="a classifier that differs (other class count, or absent) is left out instead of failing",
         )
 
     p = sub.add_parser(
         "inspect",
-        help="report how a checkpoint fits an architecture",
-        description="Report how a checkpoint fits an architecture. Exit 0 if it loads strictly, 1 if not.",
+        help="tell a checkpoint's architecture and report how it fits",
+        description=(
+            "Tell the architecture a checkpoint holds (the constructor call that builds it, and what its "
+            "shapes cannot tell), or compare it with --arch, and report how it fits. Exit 0 if it loads "
+            "strictly (with --ignore-head: all but the classifier), 1 if not."
+        ),
     )
-    p.add_argument("checkpoint", help="file (.safetensors, .pth, .pt, .bin, .ckpt), URL or hf-hub:org/repo")
+    p.add_argument("checkpoint", help="file (.safetensors, .pth, .pt, .bin, .ckpt), folder, URL or hf-hub:org/repo")
     model_options(p)
-    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--json", action="store_true", help="print the report (and architecture) as JSON")
     p.set_defaults(run=_inspect)
 
     p = sub.add_parser(
         "convert",
-        help="rename a checkpoint to native keys and save it as safetensors",
-        description="Load a checkpoint from any supported convention and save it with native keys.",
+        help="load a checkpoint from any convention and write it for resnetzoo or another library",
+        description=(
+            "Load a checkpoint from any supported convention and write it: as resnetzoo safetensors "
+            "(native names; the default), or for torchvision, timm, transformers (a save_pretrained "
+            "folder) or mmpretrain. A network the target library cannot express is refused with the reason."
+        ),
     )
-    p.add_argument("input", help="checkpoint file, URL or hf-hub:org/repo")
-    p.add_argument("output", help="destination .safetensors file")
+    p.add_argument("input", help="checkpoint file, folder, URL or hf-hub:org/repo")
+    p.add_argument("output", help="destination: .safetensors (resnetzoo), .pth/.safetensors, or a folder (transformers)")
+    p.add_argument("--to", choices=_TARGETS, default="resnetzoo", help="the library to write for (default: resnetzoo)")
     model_options(p)
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.add_argument(
         "--allow-partial", action="store_true", help="save even if some tensors do not fit (they keep their init)"
     )
@@ -197,15 +270,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
-    except SystemExit as exc:  # argparse exits on --help (0) and on bad usage (2)
+    except SystemExit as exc:  # argparse exits on --help/--version (0) and on bad usage (2)
         return exc.code if isinstance(exc.code, int) else _EXIT_ERROR
     if args.command is None:
         parser.print_help(sys.stderr)
         return _EXIT_ERROR
     try:
         return args.run(args)
-    except (ResNetZooError, ValueError, OSError, _UsageError) as exc:
-        # User-facing failures (unreadable file, offline, unknown name): one line, no traceback.
+    except (ResNetZooError, ValueError, OSError) as exc:
+        # User-facing failures (unreadable file, not a ResNet, offline, unknown name): one line, no traceback.
         print(f"resnetzoo: error: {exc}", file=sys.stderr)
         return _EXIT_ERROR
 

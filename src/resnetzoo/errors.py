@@ -9,9 +9,11 @@ the built-in class a caller would expect (``ValueError``, ``FileNotFoundError``
 from __future__ import annotations
 
 __all__ = [
+    "ArchitectureError",
     "CheckpointError",
     "ChecksumError",
     "DownloadError",
+    "ExportError",
     "ResNetZooError",
     "WeightsLoadError",
     "WeightsUnavailableError",
@@ -24,6 +26,16 @@ class ResNetZooError(Exception):
 
 class CheckpointError(ResNetZooError, ValueError):
     """A checkpoint file cannot be read: truncated, corrupt, unsafe or not a checkpoint."""
+
+
+class ArchitectureError(CheckpointError):
+    """The network a checkpoint holds cannot be told or rebuilt: not a ResNet, a stage
+    missing, two equally good sub-trees, mixed naming conventions, an unknown module."""
+
+
+class ExportError(ResNetZooError, ValueError):
+    """A model cannot be written in another library's format: that library's ResNet cannot
+    express it (a deep stem for torchvision, GroupNorm for transformers …)."""
 
 
 class ChecksumError(CheckpointError):

@@ -1,12 +1,15 @@
-"""The model registry: named constructors, listed and created by name.
+"""The model registry: named constructors, listed and created by name or from a checkpoint.
 
 :func:`register_model` adds a constructor under its function name;
 :func:`create_model` builds one from a name such as ``"resnet50"`` or
 ``"resnet50.a1_in1k"`` (architecture, then the pretrained tag to use).
+:func:`create_model_from_checkpoint` builds the network a checkpoint holds, told
+from its tensors' names and shapes (:mod:`resnetzoo.infer`), and loads it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import fnmatch
 import logging
@@ -14,11 +17,26 @@ import re
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import torch
 import torch.nn as nn
 
-from resnetzoo.weights import get_weights, list_pretrained
+from resnetzoo.errors import ArchitectureError
+from resnetzoo.infer import InferredArchitecture, infer_architecture
+from resnetzoo.remap import LoadReport, load_weights
+from resnetzoo.remap.conventions import Remapped, to_native
+from resnetzoo.resnet import ResNet
+from resnetzoo.weights import LoadedCheckpoint, get_weights, list_pretrained, read_source
 
-__all__ = ["create_model", "is_model", "list_models", "natural_key", "register_model", "split_model_name"]
+__all__ = [
+    "create_model",
+    "create_model_from_checkpoint",
+    "inspect_checkpoint",
+    "is_model",
+    "list_models",
+    "natural_key",
+    "register_model",
+    "split_model_name",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -127,3 +145,134 @@ def create_model(name: str, *, pretrained: Any = False, **kwargs: Any) -> nn.Mod
         # As timm: "arch.tag" without its weights still carries the tag's preprocessing config.
         model.weight_spec = spec
     return model
+
+
+# ------------------------------------------------------------ from a checkpoint
+def _read(source: Any) -> LoadedCheckpoint:
+    return source if isinstance(source, LoadedCheckpoint) else read_source(source)
+
+
+def _infer(remapped: Remapped, metadata: dict[str, str]) -> InferredArchitecture:
+    if remapped.mixed:
+        raise ArchitectureError(
+            "cannot tell the architecture: "
+            + next(n for n in remapped.notes if n.startswith("the checkpoint mixes naming conventions"))
+        )
+    # The file's own metadata (safetensors header, config.json) outranks entries in the pickle.
+    info = {**remapped.info, **metadata}
+    shapes = {key: tuple(value.shape) for key, value in remapped.state_dict.items()}
+    inferred = infer_architecture(shapes, convention=remapped.convention.name, info=info)
+    return dataclasses.replace(
+        inferred,
+        prefix=remapped.prefix,
+        alternatives=tuple(remapped.alternatives),
+        convention=remapped.convention.name,
+    )
+
+
+def inspect_checkpoint(
+    source: Any, *, prefix: str | None = None, convention: str | None = None
+) -> InferredArchitecture:
+    """Tell which ResNet a checkpoint holds, from its tensors' names and shapes; build nothing.
+
+    Args:
+        source: a state dict or training checkpoint, a file, a ``save_pretrained`` folder,
+            a URL or an ``hf-hub:`` reference (see :func:`resnetzoo.weights.read_source`).
+        prefix: read the network under this prefix (``"module.encoder_k."``) instead of
+            the sub-tree that fits a ResNet best.
+        convention: the naming convention, instead of detecting it.
+
+    Returns:
+        the :class:`~resnetzoo.infer.InferredArchitecture`: ``.call()`` is the constructor
+        call that builds the network, ``.ambiguities`` what the shapes cannot tell.
+
+    Raises:
+        ArchitectureError: not a ResNet, a truncated tree, mixed conventions, or two
+            sub-trees that fit equally well; the message says what was found.
+        CheckpointError, WeightsUnavailableError: the source cannot be read.
+    """
+    loaded = _read(source)
+    remapped = to_native(loaded.obj, prefix=prefix, convention=convention)
+    return _infer(remapped, dict(loaded.metadata or {}))
+
+
+def _build(kwargs: dict[str, Any], *, materialise_only: bool) -> ResNet:
+    """Build the network; with ``materialise_only`` skip the weight initialisation.
+
+    A strict load overwrites every tensor, so drawing random weights first (a second for
+    a ResNet-152 on a small CPU) is wasted: the network is built on the meta device and
+    given uninitialised memory. Where the model holds tensors that a state dict does not
+    (non-persistent buffers) it is built the usual way.
+    """
+    if not materialise_only:
+        return ResNet(**kwargs)
+    with torch.device("meta"):
+        model = ResNet(**kwargs)
+    if {name for name, _ in model.named_parameters()} | {name for name, _ in model.named_buffers()} != set(
+        model.state_dict()
+    ):
+        return ResNet(**kwargs)
+    return model.to_empty(device="cpu")
+
+
+def create_model_from_checkpoint(
+    source: Any,
+    *,
+    prefix: str | None = None,
+    convention: str | None = None,
+    strict: bool = True,
+    ignore_head: bool = False,
+    **overrides: Any,
+) -> tuple[ResNet, LoadReport]:
+    """Build the ResNet a checkpoint holds and load it: no architecture name needed.
+
+    The architecture is inferred from the checkpoint's names and shapes
+    (:func:`inspect_checkpoint`): blocks per stage, block kind, widths and groups, stem,
+    shortcut, input channels, classes and norm. It is built as the named architecture
+    when it is one (``resnet50d``), else as :class:`~resnetzoo.ResNet` with explicit
+    keywords, and loaded strictly. The report's first hints say which constructor call
+    was made and what the shapes could not tell (v1 or v1.5 bottlenecks), with the
+    choice taken and why.
+
+    Args:
+        source: as for :func:`inspect_checkpoint`.
+        prefix: read the network under this prefix instead of the best-fitting sub-tree.
+        convention: the naming convention, instead of detecting it.
+        strict: load only if every tensor fits (the default); ``False`` loads what fits.
+        ignore_head: allow the classifier to differ from the checkpoint's: with
+            ``num_classes=200`` in ``overrides`` the new classifier keeps its fresh
+            initialisation (a classifier that fits is still loaded). A projection head
+            (MoCo, SimCLR) or an empty classifier is never loaded, with or without it.
+        **overrides: :class:`~resnetzoo.ResNet` keywords that replace the inferred ones
+            (``num_classes=200``, ``norm="frozen_bn"``, ``stride_in_1x1=True``,
+            ``drop_path_rate=0.1`` …).
+
+    Returns:
+        ``(model, report)``: the loaded :class:`~resnetzoo.ResNet` (``model.arch`` is the
+        architecture's name, or ``None``) and its :class:`~resnetzoo.LoadReport`.
+
+    Raises:
+        ArchitectureError: the checkpoint is not a ResNet, is truncated, mixes
+            conventions, or has two sub-trees of equal fit; nothing is built.
+        WeightsLoadError: ``strict`` and an override makes the weights not fit.
+        CheckpointError, WeightsUnavailableError: the source cannot be read.
+    """
+    loaded = _read(source)
+    remapped = to_native(loaded.obj, prefix=prefix, convention=convention)
+    inferred = _infer(remapped, dict(loaded.metadata or {}))
+    kwargs = {**inferred.kwargs(), **overrides}
+    # A projection head or an empty classifier is not a classifier: never loaded.
+    ignore_head = ignore_head or bool(inferred.left_out)
+    model = _build(kwargs, materialise_only=strict and not {"device", "dtype"} & set(overrides))
+    # The model was built from the best-fitting sub-tree, so matching against the model
+    # finds that sub-tree again, with the same notes (a twin taken by default, what else was there).
+    report = load_weights(model, loaded, strict=strict, ignore_head=ignore_head, convention=convention, prefix=prefix)
+    head = f"{report.head_prefix}."
+    if model.num_classes and not any(key.startswith(head) for key in report.matched):
+        model.reset_classifier(model.num_classes)  # a fresh head, not uninitialised memory
+    report.hints[:0] = [
+        f"built {inferred.call()} from the checkpoint's names and shapes",
+        *(f"ambiguous: {a}" for a in inferred.ambiguities),
+        *inferred.notes,
+    ]
+    return model, report

@@ -11,8 +11,9 @@ True
 from __future__ import annotations
 
 from resnetzoo.remap.conventions import CONVENTIONS, Convention, RenameRule, to_native
+from resnetzoo.remap.export import export_checkpoint, export_state_dict
 from resnetzoo.remap.load import diagnose, load_weights, save_weights
-from resnetzoo.remap.report import LoadReport, Rename, ShapeMismatch, block_counts, guess_arch
+from resnetzoo.remap.report import LoadReport, Rename, ShapeMismatch
 
 __all__ = [
     "CONVENTIONS",
@@ -21,9 +22,9 @@ __all__ = [
     "Rename",
     "RenameRule",
     "ShapeMismatch",
-    "block_counts",
     "diagnose",
-    "guess_arch",
+    "export_checkpoint",
+    "export_state_dict",
     "load_weights",
     "save_weights",
     "to_native",

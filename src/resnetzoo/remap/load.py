@@ -56,7 +56,13 @@ def _read(source: Any, unsafe_objects: UnsafeObjects) -> LoadedCheckpoint:
 
 
 def _analyse(
-    model: nn.Module, source: Any, *, head_left: bool, convention: str | None, unsafe_objects: UnsafeObjects
+    model: nn.Module,
+    source: Any,
+    *,
+    head_left: bool,
+    convention: str | None,
+    unsafe_objects: UnsafeObjects,
+    prefix: str | None = None,
 ) -> tuple[LoadReport, dict[str, torch.Tensor]]:
     """Read, remap and compare; return the report and the native state dict."""
     _check_model(model)
@@ -65,7 +71,7 @@ def _analyse(
     if convention is None and metadata.get("convention") in (NATIVE.name, TIMM.name):
         convention = metadata["convention"]  # written by save_weights (or a timm/torchvision export): no guessing
     model_state = model.state_dict()
-    remapped = to_native(loaded.obj, target_keys=model_state.keys(), convention=convention)
+    remapped = to_native(loaded.obj, target_keys=model_state.keys(), convention=convention, prefix=prefix)
     report = build_report(
         remapped,
         model_state,
@@ -118,7 +124,12 @@ def _copy_into(
 
 # --------------------------------------------------------------- public API
 def diagnose(
-    model: nn.Module, source: Any, *, convention: str | None = None, unsafe_objects: UnsafeObjects = "refuse"
+    model: nn.Module,
+    source: Any,
+    *,
+    convention: str | None = None,
+    unsafe_objects: UnsafeObjects = "refuse",
+    prefix: str | None = None,
 ) -> LoadReport:
     """Report how a checkpoint fits ``model`` without changing the model.
 
@@ -137,6 +148,9 @@ def diagnose(
             model): ``"refuse"`` (default) or ``"stub"`` to recover its tensors without
             running anything from the file (see :func:`~resnetzoo.weights.read_checkpoint`);
             the objects appear as plain data in ``report.recovered``.
+        prefix: take the checkpoint's keys under this prefix (``"module.encoder_k."``)
+            instead of the sub-tree that fits the model best (see
+            :func:`~resnetzoo.remap.conventions.discover`).
 
     Returns:
         the :class:`~resnetzoo.remap.report.LoadReport` (``loaded`` is ``False``).
@@ -144,9 +158,13 @@ def diagnose(
     Raises:
         TypeError: ``model`` is not an ``nn.Module``.
         CheckpointError: the source cannot be read or holds no state dict.
+        ArchitectureError: two sub-trees of the checkpoint fit equally well and
+            ``prefix`` does not choose.
         WeightsUnavailableError: a remote source cannot be fetched.
     """
-    report, _ = _analyse(model, source, head_left=False, convention=convention, unsafe_objects=unsafe_objects)
+    report, _ = _analyse(
+        model, source, head_left=False, convention=convention, unsafe_objects=unsafe_objects, prefix=prefix
+    )
     return report
 
 
@@ -158,6 +176,7 @@ def load_weights(
     ignore_head: bool = False,
     convention: str | None = None,
     unsafe_objects: UnsafeObjects = "refuse",
+    prefix: str | None = None,
 ) -> LoadReport:
     """Load a checkpoint into ``model`` by name, whatever library saved it.
 
@@ -181,6 +200,8 @@ def load_weights(
             initialisation. A classifier that fits is still loaded.
         convention: force a naming convention instead of detecting one.
         unsafe_objects: ``"refuse"`` (default) or ``"stub"``; as for :func:`diagnose`.
+        prefix: take the checkpoint's keys under this prefix instead of the sub-tree
+            that fits best (as for :func:`diagnose`).
 
     Returns:
         the :class:`~resnetzoo.remap.report.LoadReport`, also stored as
@@ -194,7 +215,12 @@ def load_weights(
         CheckpointError, WeightsUnavailableError: as for :func:`diagnose`.
     """
     report, state_dict = _analyse(
-        model, source, head_left=ignore_head or not strict, convention=convention, unsafe_objects=unsafe_objects
+        model,
+        source,
+        head_left=ignore_head or not strict,
+        convention=convention,
+        unsafe_objects=unsafe_objects,
+        prefix=prefix,
     )
     if strict and (report.problem_keys(ignore_head=ignore_head) or report.conflicts):
         raise WeightsLoadError(

@@ -19,15 +19,14 @@ key naming ``layer100000000`` is one unexpected key, not a hundred million stage
 from __future__ import annotations
 
 import difflib
-import functools
 import json
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
 
+from resnetzoo.infer import block_counts, guess_arch
 from resnetzoo.remap.checks import InvalidTensor, ModelFacts, config_conflicts, invalid_tensors
 from resnetzoo.remap.conventions import WRAPPER_PREFIXES, Remapped
 
@@ -35,16 +34,10 @@ __all__ = [
     "LoadReport",
     "Rename",
     "ShapeMismatch",
-    "block_counts",
     "build_report",
-    "catalog_keys",
-    "guess_arch",
 ]
 
 _NBT = "num_batches_tracked"
-# Stage and block numbers of a few digits: a longer number is no real layer (and
-# int() of thousands of digits is slow, or refused by Python).
-_BLOCK_KEY = re.compile(r"layer(\d{1,6})\.(\d{1,6})\.")
 # Enough for a reader to see the pattern; the rest is counted ("… and 40 more").
 _MAX_LINES = 10
 _MAX_NEAR_MISS_HINTS = 5
@@ -88,86 +81,6 @@ def _truncated(lines: Sequence[str], limit: int = _MAX_LINES) -> list[str]:
 
 def _plural(n: int, word: str) -> str:
     return f"{n} {word}" + ("" if n == 1 else "es" if word.endswith("h") else "s")
-
-
-def block_counts(keys: Sequence[str] | Mapping[str, Any]) -> tuple[int, ...]:
-    """Count residual blocks per stage from native keys (``layer{s}.{b}.…``).
-
-    A stage or block number larger than the number of keys cannot belong to a network
-    whose layers are numbered from 1 (each block has at least one key): such keys are
-    not counted (they show in a report as unexpected), so the result is never longer
-    than ``keys``.
-
-    Returns:
-        blocks in ``layer1``, ``layer2`` …, e.g. ``(3, 4, 23, 3)`` for ResNet-101;
-        ``()`` when no key names a block.
-    """
-    limit = len(keys)
-    last: dict[int, int] = {}
-    for key in keys:
-        match = _BLOCK_KEY.match(key)
-        if match:
-            stage, index = int(match[1]), int(match[2])
-            if stage <= limit and index < limit:
-                last[stage] = max(last.get(stage, -1), index)
-    return tuple(last.get(s, -1) + 1 for s in range(1, max(last, default=0) + 1))
-
-
-def _body_shapes(shapes: Mapping[str, tuple[int, ...]], head_prefix: str = "fc") -> dict[str, tuple[int, ...]]:
-    """Shapes without the classifier and ``num_batches_tracked``: what defines an architecture."""
-    return {k: s for k, s in shapes.items() if not _is_head(k, head_prefix) and not k.endswith(_NBT)}
-
-
-@functools.cache
-def _catalog() -> tuple[tuple[str, dict[str, tuple[int, ...]]], ...]:
-    """Body shapes of every registered architecture, built once on the meta device (no memory)."""
-    import resnetzoo  # here, not at the top: the package imports remap while it loads
-
-    catalog = []
-    for name in resnetzoo.list_models():
-        try:
-            with torch.device("meta"):
-                model = resnetzoo.create_model(name, num_classes=0)
-        except Exception:  # a broken registration must not break a report
-            continue
-        catalog.append((name, _body_shapes({k: tuple(v.shape) for k, v in model.state_dict().items()})))
-    return tuple(catalog)
-
-
-def catalog_keys() -> frozenset[str]:
-    """Every key of every registered architecture, without classifier and ``num_batches_tracked``.
-
-    Used to detect a checkpoint's convention before its architecture is known.
-    """
-    return frozenset(k for _, shapes in _catalog() for k in shapes)
-
-
-def guess_arch(shapes: Mapping[str, Sequence[int]], *, exact: bool = True) -> str | None:
-    """Name the registered architecture whose tensors a checkpoint holds.
-
-    Args:
-        shapes: native key → tensor shape of the checkpoint (classifier and
-            ``num_batches_tracked`` are ignored).
-        exact: only an architecture with exactly these keys and shapes; with
-            ``False`` the one sharing the most ``(key, shape)`` pairs, net of
-            the pairs either side lacks (at least one pair in common).
-
-    Returns:
-        the architecture name (``"resnet101"``), or ``None`` when none fits.
-    """
-    body = _body_shapes({k: tuple(s) for k, s in shapes.items()})
-    if not body:
-        return None
-    best_name, best_score = None, None
-    for name, arch_shapes in _catalog():
-        if arch_shapes == body:
-            return name
-        if not exact:
-            common = sum(arch_shapes.get(k) == s for k, s in body.items())
-            score = 2 * common - len(body) - len(arch_shapes)
-            if common and (best_score is None or score > best_score):
-                best_name, best_score = name, score
-    return best_name
 
 
 def _classes(shapes: Mapping[str, tuple[int, ...]], head_prefix: str) -> int | None:
@@ -216,7 +129,7 @@ def _arch_hint(
     if len(ckpt_blocks) != len(model_blocks):
         diffs.append(f"{len(ckpt_blocks)} stages, the model {len(model_blocks)}")
     # A checkpoint with a key or two missing is still recognisably its architecture.
-    name = guess_arch(ckpt) or (guess_arch(ckpt, exact=False) if diffs else None)
+    name = guess_arch(ckpt)
     if name is not None and name != model_arch:
         detail = "; ".join(diffs) if diffs else "same blocks per stage, other widths or stem"
         return f"this checkpoint looks like {name} ({detail})" + (f", the model is {model_arch}" if model_arch else "")

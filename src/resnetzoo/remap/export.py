@@ -1,0 +1,448 @@
+"""Conversion out: a resnetzoo model in another library's names and file format.
+
+The rename rules that read a library's checkpoints (:mod:`resnetzoo.remap.conventions`)
+run backwards (:meth:`~resnetzoo.remap.conventions.Convention.reverse`) to write them:
+:func:`export_state_dict` renames, :func:`export_checkpoint` writes the file the
+library loads (a plain state dict for torchvision and timm, a ``save_pretrained``
+folder for transformers, a ``{"meta", "state_dict"}`` checkpoint for mmpretrain).
+
+Each library's ResNet can express only part of what resnetzoo builds: torchvision has
+no deep stem, transformers no grouped convolutions or GroupNorm, and so on. What the
+target cannot express is refused with the reason (:class:`~resnetzoo.ExportError`), never
+written as a file that loads but computes something else. Every export is checked by
+reading it back through the forward rules: the same tensors must come back under the
+same native names.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+from safetensors.torch import save_file
+
+from resnetzoo._io import atomic_path, write_text
+from resnetzoo._version import __version__
+from resnetzoo.architectures import ARCHITECTURES
+from resnetzoo.errors import ExportError
+from resnetzoo.infer import InferredArchitecture, infer_architecture
+from resnetzoo.remap.conventions import NATIVE, get_convention, to_native
+
+__all__ = ["LIBRARIES", "Exported", "export_checkpoint", "export_state_dict"]
+
+#: The libraries a model can be written for, and the file each gets.
+LIBRARIES: dict[str, str] = {
+    "torchvision": "a state dict for torchvision.models.ResNet (.pth, or .safetensors)",
+    "timm": "a state dict for timm's ResNet (.safetensors, or .pth)",
+    "transformers": "a save_pretrained folder (config.json + model.safetensors) for ResNetForImageClassification",
+    "mmpretrain": "an mmpretrain checkpoint {'meta', 'state_dict'} with backbone./head.fc. names (.pth)",
+}
+
+# Activation module classes and the name each library gives them.
+_ACTS = {nn.ReLU: "relu", nn.SiLU: "silu", nn.GELU: "gelu", nn.LeakyReLU: "leaky_relu"}
+_STANDARD_WIDTHS = (64, 128, 256, 512)
+
+
+@dataclass(frozen=True)
+class Exported:
+    """A model renamed for another library, and how that library builds the model to load it into.
+
+    Attributes:
+        state_dict: the library's key → tensor (the model's own tensors, not copies).
+        library: ``"torchvision"``, ``"timm"``, ``"transformers"`` or ``"mmpretrain"``.
+        convention: the naming convention written (``"transformers-ResNetModel"`` …).
+        architecture: the network, as :func:`~resnetzoo.infer.infer_architecture` reads it.
+        load_with: Python code that builds the library's model for these weights.
+        config: ``config.json`` for transformers; ``meta`` for mmpretrain; else empty.
+        notes: what the reader should know (a projection head left out …).
+    """
+
+    state_dict: dict[str, torch.Tensor]
+    library: str
+    convention: str
+    architecture: InferredArchitecture
+    load_with: str
+    config: dict[str, Any] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+
+
+# ------------------------------------------------------------------ the model
+def _activation(model: nn.Module) -> str | None:
+    for module in model.modules():
+        for cls, name in _ACTS.items():
+            if type(module) is cls:
+                return name
+    return None
+
+
+def _describe(model_or_sd: nn.Module | Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], InferredArchitecture, str, list[str]]:
+    """Native state dict, architecture, activation name and notes of a model or checkpoint."""
+    notes: list[str] = []
+    if isinstance(model_or_sd, nn.Module):
+        state = dict(model_or_sd.state_dict())
+        stride = getattr(model_or_sd, "stride_in_1x1", None)
+        info = {"stride_in_1x1": str(bool(stride))} if stride is not None else {}
+        act = _activation(model_or_sd) or "relu"
+        convention = NATIVE.name
+    elif isinstance(model_or_sd, Mapping):
+        remapped = to_native(model_or_sd)
+        state, info, convention = remapped.state_dict, remapped.info, remapped.convention.name
+        act = "relu"
+        notes.append("a state dict does not say its activation: ReLU assumed (pass the model to carry another)")
+    else:
+        raise TypeError(f"expected a model (nn.Module) or a state dict, got {type(model_or_sd).__name__}")
+    architecture = infer_architecture({k: tuple(v.shape) for k, v in state.items()}, convention=convention, info=info)
+    for key in architecture.left_out:
+        state.pop(key)
+    notes += list(architecture.notes)
+    return state, architecture, act, notes
+
+
+# ------------------------------------------------------------------ what each library can express
+def _limits(library: str, a: InferredArchitecture, act: str) -> list[str]:
+    """Why ``library`` cannot hold this network; empty when it can."""
+    why: list[str] = []
+    standard = a.widths == _STANDARD_WIDTHS and a.stem_width == 64
+    if a.shortcut == "zero_pad":
+        why.append(f"{library} has no parameter-free (zero-padding) shortcut")
+    if library == "torchvision":
+        if a.stem != "classic":
+            why.append("torchvision's ResNet has only the classic 7x7 stem, this model a deep stem: use timm")
+        if a.shortcut == "avgpool":
+            why.append("torchvision's ResNet has only strided 1x1 shortcuts, this model average-pools first (ResNet-D): use timm")
+        if not standard or len(a.layers) != 4:
+            why.append("torchvision's ResNet has four stages of widths 64, 128, 256, 512 after a 64-channel stem: use timm")
+        if a.in_chans != 3:
+            why.append(f"torchvision's ResNet takes 3 input channels, this model {a.in_chans}: use timm")
+        if a.num_classes == 0:
+            why.append("torchvision's ResNet always has a classifier fc, this model none: use timm (num_classes=0)")
+        if act != "relu":
+            why.append(f"torchvision's ResNet uses ReLU, this model {act}: use timm")
+    elif library == "timm":
+        if len(a.layers) != 4:
+            why.append(f"timm's ResNet has four stages, this model {len(a.layers)}")
+        if a.stem == "deep" and a.stem_mid is not None and 2 * a.stem_mid != a.stem_width:
+            why.append("timm's deep stem is twice as wide at its output as in the middle")
+        if a.norm == "groupnorm" and any(w % 32 for w in (*a.widths, a.stem_width)):
+            why.append("timm's GroupNorm has 32 groups, which does not divide every width of this model")
+    elif library == "transformers":
+        if a.stem != "classic":
+            why.append("transformers' ResNet has only the classic 7x7 stem, this model a deep stem")
+        if a.shortcut == "avgpool":
+            why.append("transformers' ResNet has only strided 1x1 shortcuts, this model average-pools first (ResNet-D)")
+        if a.groups != 1 or a.width_per_group != 64:
+            why.append("transformers' ResNet has no grouped or widened bottlenecks (ResNeXt, Wide ResNet)")
+        if a.norm == "groupnorm":
+            why.append("transformers' ResNet uses BatchNorm only, this model GroupNorm")
+    elif library == "mmpretrain":
+        if _depth(a) is None:
+            why.append(f"mmpretrain's ResNet has the blocks of depth 18, 34, 50, 101 or 152 only, this model {a.layers}")
+        if not standard:
+            why.append("mmpretrain's ResNet has widths 64, 128, 256, 512 after a 64-channel stem")
+        if a.stem == "deep" and a.stem_mid != a.stem_width // 2:
+            why.append("mmpretrain's deep stem is half as wide in the middle as at its output")
+        if a.stem == "classic" and a.shortcut == "avgpool":
+            why.append("resnetzoo writes mmpretrain's average-pool shortcut only with the deep stem (ResNetV1d)")
+        if a.norm == "groupnorm":
+            why.append("mmpretrain names GroupNorm layers gn1, gn2 …, which resnetzoo does not write")
+        if act != "relu":
+            why.append(f"mmpretrain's ResNet uses ReLU, this model {act}")
+    if a.stride_in_1x1 and library in ("torchvision", "timm"):
+        why.append(
+            f"{library}'s bottlenecks are v1.5 (stride on the 3x3), this model v1: use transformers "
+            f"(downsample_in_bottleneck) or mmpretrain (style='caffe')"
+        )
+    return why
+
+
+def _depth(a: InferredArchitecture) -> int | None:
+    return next(
+        (row.depth for row in ARCHITECTURES.values() if row.block == a.block and row.layers == a.layers), None
+    )
+
+
+# ------------------------------------------------------------------ how each library builds it
+def _load_with(library: str, a: InferredArchitecture, act: str) -> str:
+    classes = f"num_classes={a.num_classes}"
+    if library == "torchvision":
+        norm = ", norm_layer=lambda c: torch.nn.GroupNorm(32, c)" if a.norm == "groupnorm" else ""
+        if a.name and not norm:
+            return f"model = torchvision.models.{a.name}({classes}); model.load_state_dict(state_dict)"
+        block = "Bottleneck" if a.block == "bottleneck" else "BasicBlock"
+        return (
+            f"model = torchvision.models.resnet.ResNet(torchvision.models.resnet.{block}, {list(a.layers)}, "
+            f"{classes}, groups={a.groups}, width_per_group={a.width_per_group}{norm}); "
+            f"model.load_state_dict(state_dict)"
+        )
+    if library == "timm":
+        extra = [classes] + ([f"in_chans={a.in_chans}"] if a.in_chans != 3 else [])
+        extra += ["norm_layer='groupnorm'"] if a.norm == "groupnorm" else []
+        extra += [f"act_layer='{act}'"] if act != "relu" else []
+        if a.name:  # timm has every named architecture under the same name
+            return f"model = timm.create_model('{a.name}', {', '.join(extra)}); model.load_state_dict(state_dict)"
+        block = "Bottleneck" if a.block == "bottleneck" else "BasicBlock"
+        stem = []
+        if a.stem == "deep":
+            stem = [f"stem_width={a.stem_width // 2}", "stem_type='deep'"]
+        elif a.stem_width != 64:
+            stem = [f"stem_width={a.stem_width}"]
+        options = [
+            f"layers={list(a.layers)}",
+            *(["cardinality=" + str(a.groups)] if a.groups != 1 else []),
+            *([f"base_width={a.width_per_group}"] if a.width_per_group != 64 else []),
+            *stem,
+            *(["avg_down=True"] if a.shortcut == "avgpool" else []),
+            *([f"channels={a.widths}"] if a.widths != _STANDARD_WIDTHS else []),
+            *extra,
+        ]
+        return (
+            f"model = timm.models.resnet.ResNet(block=timm.models.resnet.{block}, {', '.join(options)}); "
+            f"model.load_state_dict(state_dict)"
+        )
+    if library == "transformers":
+        cls = "ResNetForImageClassification" if a.num_classes else "ResNetModel"
+        return f"model = transformers.{cls}.from_pretrained(folder)"
+    return "model = mmpretrain.get_model(cfg); model.load_state_dict(checkpoint['state_dict'])  # cfg: checkpoint['meta']['cfg']"
+
+
+def _transformers_config(a: InferredArchitecture, act: str, labels: list[str] | None) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        "architectures": ["ResNetForImageClassification" if a.num_classes else "ResNetModel"],
+        "model_type": "resnet",
+        "num_channels": a.in_chans,
+        "embedding_size": a.stem_width,
+        "hidden_sizes": [w * a.expansion for w in a.widths],
+        "depths": list(a.layers),
+        "layer_type": a.block,
+        "hidden_act": act,
+        "downsample_in_first_stage": False,
+        "downsample_in_bottleneck": a.stride_in_1x1,
+    }
+    if a.num_classes:
+        names = labels if labels and len(labels) == a.num_classes else [f"LABEL_{i}" for i in range(a.num_classes)]
+        config["id2label"] = {str(i): name for i, name in enumerate(names)}
+        config["label2id"] = {name: i for i, name in enumerate(names)}
+    config["resnetzoo_version"] = __version__
+    return config
+
+
+def _mm_dict(**items: Any) -> str:
+    def literal(value: Any) -> str:
+        if isinstance(value, tuple):
+            return "(" + ", ".join(literal(v) for v in value) + (", )" if len(value) == 1 else ")")
+        return repr(value)
+
+    return "dict(" + ", ".join(f"{k}={v if isinstance(v, _Raw) else literal(v)}" for k, v in items.items()) + ")"
+
+
+class _Raw(str):
+    """Config text inserted as it is (a nested ``dict(...)``)."""
+
+
+def _mmpretrain_meta(a: InferredArchitecture) -> dict[str, Any]:
+    kind = {"classic": "ResNet", "deep": "ResNetV1d" if a.shortcut == "avgpool" else "ResNetV1c"}[a.stem]
+    backbone: dict[str, Any] = {"type": kind, "depth": _depth(a), "num_stages": 4, "out_indices": (3,)}
+    if a.groups != 1:
+        backbone.update(type="ResNeXt", groups=a.groups, width_per_group=a.width_per_group)
+        if a.stem == "deep":
+            backbone.update(deep_stem=True, avg_down=a.shortcut == "avgpool")
+    elif a.width_per_group != 64:  # Wide ResNet: mmpretrain widens the base and halves the expansion
+        backbone.update(stem_channels=64, base_channels=a.width_per_group, expansion=4 * 64 // a.width_per_group)
+    if a.in_chans != 3:
+        backbone["in_channels"] = a.in_chans
+    backbone["style"] = "caffe" if a.stride_in_1x1 else "pytorch"
+    parts = {"type": "ImageClassifier", "backbone": _Raw(_mm_dict(**backbone)), "neck": _Raw(_mm_dict(type="GlobalAveragePooling"))}
+    if a.num_classes:
+        loss = _mm_dict(type="CrossEntropyLoss", loss_weight=1.0)
+        parts["head"] = _Raw(_mm_dict(
+            type="LinearClsHead", num_classes=a.num_classes, in_channels=a.num_features, loss=_Raw(loss), topk=(1, 5)
+        ))
+    return {
+        "cfg": f"model = {_mm_dict(**parts)}\n",
+        "style": backbone["style"],
+        "converted_by": f"resnetzoo {__version__}",
+    }
+
+
+# ------------------------------------------------------------------ renaming
+def _convention_for(library: str, a: InferredArchitecture) -> str:
+    if library in ("torchvision", "timm"):
+        return NATIVE.name
+    if library == "transformers":
+        return "transformers-ResNetForImageClassification" if a.num_classes else "transformers-ResNetModel"
+    if library == "mmpretrain":
+        if a.stem == "classic":
+            return "mmpretrain"
+        return "mmpretrain-v1d" if a.shortcut == "avgpool" else "mmpretrain-v1c"
+    raise ValueError(f"unknown library {library!r}; resnetzoo writes {', '.join(LIBRARIES)}")
+
+
+def _library_of(name: str) -> str:
+    if name in LIBRARIES:
+        return name
+    library = name.split("-", 1)[0]
+    if library in LIBRARIES:
+        return library
+    raise ValueError(f"cannot export to {name!r}; resnetzoo writes {', '.join(LIBRARIES)} (or one of their conventions)")
+
+
+def _rename(state: dict[str, torch.Tensor], convention_name: str) -> dict[str, torch.Tensor]:
+    """Native names → the convention's, checked by renaming back."""
+    convention = get_convention(convention_name)
+    if not convention.rules:
+        return dict(state)
+    backwards = convention.reverse()
+    out: dict[str, torch.Tensor] = {}
+    for key, tensor in state.items():
+        new_key, rule = backwards.rename(key)
+        if rule is None or new_key in out:
+            raise ExportError(f"{key!r} has no {convention_name} name: this model cannot be written in that convention")
+        out[new_key] = tensor
+    back = {convention.rename(key)[0]: tensor for key, tensor in out.items()}
+    if back.keys() != state.keys() or any(back[k] is not state[k] for k in state):
+        raise ExportError(f"the {convention_name} names do not read back to the same tensors; not exported")
+    return out
+
+
+def _plan(model_or_sd: nn.Module | Mapping[str, torch.Tensor], to: str) -> Exported:
+    library = _library_of(to)
+    state, architecture, act, notes = _describe(model_or_sd)
+    problems = _limits(library, architecture, act)
+    if problems:
+        raise ExportError(f"cannot write this {architecture.call()} for {library}: " + "; ".join(problems))
+    convention = _convention_for(library, architecture)
+    if to != library and to != convention:
+        raise ExportError(f"this model is written in the {convention} convention, not {to}")
+    labels = getattr(getattr(model_or_sd, "pretrained_cfg", None), "categories", None)
+    config: dict[str, Any] = {}
+    if library == "transformers":
+        config = _transformers_config(architecture, act, list(labels) if labels else None)
+    elif library == "mmpretrain":
+        config = _mmpretrain_meta(architecture)
+    return Exported(
+        state_dict=_rename(state, convention),
+        library=library,
+        convention=convention,
+        architecture=architecture,
+        load_with=_load_with(library, architecture, act),
+        config=config,
+        notes=tuple(notes),
+    )
+
+
+# ------------------------------------------------------------------ public API
+def export_state_dict(model_or_sd: nn.Module | Mapping[str, torch.Tensor], convention: str) -> dict[str, torch.Tensor]:
+    """Rename a model's tensors to another library's names.
+
+    >>> import resnetzoo
+    >>> sd = resnetzoo.export_state_dict(resnetzoo.resnet18(), "transformers")
+    >>> next(iter(sd))
+    'resnet.embedder.embedder.convolution.weight'
+
+    Args:
+        model_or_sd: a resnetzoo (or torchvision/timm) ResNet, or a state dict in any
+            convention resnetzoo reads. A model also tells its stride placement (v1) and
+            activation, which a state dict cannot.
+        convention: ``"torchvision"``, ``"timm"``, ``"transformers"``, ``"mmpretrain"``,
+            or one of their conventions by name (``"transformers-ResNetModel"``).
+
+    Returns:
+        the library's key → tensor; the tensors are the model's own (not copies).
+        Keys that are not part of the network (a projection head) are left out.
+
+    Raises:
+        ExportError: the library's ResNet cannot express this network (the message says
+            why: a deep stem for torchvision, GroupNorm for transformers …).
+        ArchitectureError: the state dict is not a ResNet that resnetzoo can describe.
+        ValueError: an unknown library or convention.
+    """
+    return _plan(model_or_sd, convention).state_dict
+
+
+def _check_destination(path: Path, *, overwrite: bool, folder: bool) -> None:
+    if folder:
+        if path.exists() and not path.is_dir():
+            raise FileExistsError(f"{path} exists and is not a folder; transformers writes a folder")
+        taken = [p.name for p in (path / "config.json", path / "model.safetensors") if p.exists()]
+        if taken and not overwrite:
+            raise FileExistsError(f"{path} already holds {', '.join(taken)}; pass overwrite=True (--overwrite) to replace them")
+    elif path.exists() and not overwrite:
+        raise FileExistsError(f"{path} already exists; pass overwrite=True (--overwrite) to replace it")
+
+
+def _plain(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    # CPU, contiguous, and one storage per tensor: safetensors refuses shared memory.
+    return {key: tensor.detach().to("cpu").contiguous().clone() for key, tensor in state.items()}
+
+
+def export_checkpoint(
+    model_or_sd: nn.Module | Mapping[str, torch.Tensor],
+    path: str | os.PathLike[str],
+    *,
+    to: str,
+    overwrite: bool = False,
+) -> Exported:
+    """Write a model as the file another library loads, with that library's names.
+
+    ==============  ===================================================================
+    ``to``          written to ``path``
+    ==============  ===================================================================
+    torchvision     a state dict: ``torch.save`` (``.pth``/``.pt``) or safetensors
+    timm            a state dict, as for torchvision
+    transformers    a ``save_pretrained`` folder: ``config.json`` and ``model.safetensors``
+    mmpretrain      ``torch.save({"meta": …, "state_dict": …})`` with ``backbone.`` and
+                    ``head.fc.`` names; ``meta["cfg"]`` is the mmpretrain model config
+    ==============  ===================================================================
+
+    Each file is written to a temporary name and moved into place, so an interrupted
+    export never leaves half a file; an existing file is replaced only with ``overwrite``.
+
+    Args:
+        model_or_sd: as for :func:`export_state_dict`.
+        path: the file (or, for transformers, the folder) to write.
+        to: the library (or convention) to write for.
+        overwrite: replace existing files.
+
+    Returns:
+        the :class:`Exported`: its ``load_with`` is the code that loads the file in the library.
+
+    Raises:
+        ExportError: the library cannot express this network; nothing is written.
+        FileExistsError: the destination exists and ``overwrite`` is ``False``.
+        ValueError: an unknown library, or a file suffix the format does not use.
+    """
+    path = Path(path)
+    exported = _plan(model_or_sd, to)
+    if exported.library == "transformers":
+        _check_destination(path, overwrite=overwrite, folder=True)
+        path.mkdir(parents=True, exist_ok=True)
+        # Weights first, config.json last: a folder is complete once it has a config.
+        with atomic_path(path / "model.safetensors") as tmp:
+            save_file(_plain(exported.state_dict), str(tmp), metadata={"format": "pt"})
+        write_text(path / "config.json", json.dumps(exported.config, indent=2) + "\n")
+        return exported
+    _check_destination(path, overwrite=overwrite, folder=False)
+    suffix = path.suffix.lower()
+    if exported.library == "mmpretrain":
+        if suffix not in (".pth", ".pt"):
+            raise ValueError(f"mmpretrain checkpoints are torch.save files; give a path ending in .pth, got {str(path)!r}")
+        obj: Any = {"meta": exported.config, "state_dict": _plain(exported.state_dict)}
+    elif suffix == ".safetensors":
+        obj = None
+    elif suffix in (".pth", ".pt", ".bin"):
+        obj = _plain(exported.state_dict)
+    else:
+        raise ValueError(f"give a path ending in .pth or .safetensors for a {exported.library} state dict, got {str(path)!r}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        if obj is None:
+            save_file(_plain(exported.state_dict), str(tmp), metadata={"format": "pt"})
+        else:
+            torch.save(obj, tmp)
+    return exported
