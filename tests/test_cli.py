@@ -146,3 +146,107 @@ def test_download_prints_path(tmp_path, monkeypatch, capsys):
     assert capsys.readouterr().out.strip() == str(tmp_path / "w.pth") and fetched == ["resnet50.tv2_in1k"]
     assert main(["download", "resnet50.nope"]) == 2
     assert "no weights tagged 'nope'" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ no torch for help and version
+@pytest.mark.parametrize("argv", [["--version"], ["--help"], ["inspect", "--help"], [], ["frobnicate"]])
+def test_help_version_and_usage_errors_import_no_torch(argv):
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\nfrom resnetzoo.cli import main\nrc = main(sys.argv[1:])\n"
+        "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH', rc)"
+    )
+    result = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=60)
+    assert result.stdout.strip().splitlines()[-1].startswith("NO-TORCH"), result.stdout + result.stderr
+    if argv == ["--version"]:
+        assert result.stdout.startswith(f"resnetzoo {resnetzoo.__version__}\n")
+
+
+def test_list_is_in_natural_order(capsys):
+    assert main(["list", "resnet*"]) == 0
+    out = capsys.readouterr().out
+    names = [line.strip() for line in out.split("Weights")[0].splitlines()[1:]]
+    assert names[:5] == ["resnet18", "resnet18d", "resnet34", "resnet34d", "resnet50"]
+    assert names.index("resnet101") > names.index("resnet50d")
+
+
+# ------------------------------------------------------------------ --prefix, --ignore-head
+@pytest.fixture(scope="module")
+def moco_checkpoint(tmp_path_factory):
+    q = resnetzoo.resnet18(num_classes=128).state_dict()
+    k = {name: value + 1 if value.is_floating_point() else value for name, value in q.items()}
+    path = tmp_path_factory.mktemp("moco") / "moco.pth.tar"
+    torch.save(
+        {"epoch": 200, "state_dict": {**{f"module.encoder_q.{n}": v for n, v in q.items()},
+                                      **{f"module.encoder_k.{n}": v for n, v in k.items()},
+                                      "module.queue": torch.randn(128, 16)}},
+        path,
+    )  # fmt: skip
+    return path
+
+
+def test_inspect_names_the_sub_tree_and_the_alternative(moco_checkpoint, capsys):
+    assert main(["inspect", str(moco_checkpoint)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("Architecture: resnetzoo.resnet18(num_classes=128)\n  keys        under 'module.encoder_q.'")
+    assert "also fits   'module.encoder_k.'" in out and "'module.queue' (1 tensor)" in out
+    assert main(["inspect", str(moco_checkpoint), "--prefix", "module.encoder_k.", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["architecture"]["prefix"] == "module.encoder_k." and data["ok"]
+
+
+def test_ignore_head_flag(tv_checkpoint, tmp_path, capsys):
+    args = ["--arch", "resnet18", "--num-classes", "200"]
+    assert main(["inspect", str(tv_checkpoint), *args]) == 1
+    assert main(["inspect", str(tv_checkpoint), *args, "--ignore-head"]) == 0
+    capsys.readouterr()
+    out = tmp_path / "r18-200.safetensors"
+    assert main(["convert", str(tv_checkpoint), str(out), *args]) == 1
+    assert "--ignore-head" in capsys.readouterr().err and not out.exists()
+    assert main(["convert", str(tv_checkpoint), str(out), "--num-classes", "200", "--ignore-head"]) == 0
+    assert "loaded except the classifier" in capsys.readouterr().out
+    model = resnetzoo.resnet18(num_classes=200)
+    assert load_weights(model, out).ok
+
+
+def test_not_a_resnet_is_one_line_exit_2(tmp_path, capsys):
+    path = tmp_path / "vit.safetensors"
+    save_file({"cls_token": torch.zeros(1, 1, 8), "pos_embed": torch.zeros(1, 5, 8), "blocks.0.attn.qkv.weight": torch.zeros(24, 8)}, str(path))
+    assert main(["inspect", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("resnetzoo: error: this is not a ResNet: its keys look like a Vision Transformer")
+    assert err.count("\n") == 1
+
+
+# ------------------------------------------------------------------ convert --to
+def test_convert_to_each_library(tv_checkpoint, tmp_path, capsys):
+    source = torchvision.models.resnet18()
+    source.load_state_dict(torch.load(tv_checkpoint)["state_dict"])
+    x = torch.randn(1, 3, 32, 32)
+    expected = source.eval()(x)
+
+    assert main(["convert", str(tv_checkpoint), str(tmp_path / "tv.pth"), "--to", "torchvision"]) == 0
+    assert "load it with: model = torchvision.models.resnet18(num_classes=1000)" in capsys.readouterr().out
+    tv = torchvision.models.resnet18()
+    tv.load_state_dict(torch.load(tmp_path / "tv.pth"), strict=True)
+
+    assert main(["convert", str(tv_checkpoint), str(tmp_path / "hf"), "--to", "transformers"]) == 0
+    hf = transformers.ResNetForImageClassification.from_pretrained(tmp_path / "hf").eval()
+
+    assert main(["convert", str(tv_checkpoint), str(tmp_path / "mm.pth"), "--to", "mmpretrain"]) == 0
+    assert "backbone.layer1.0.conv1.weight" in torch.load(tmp_path / "mm.pth")["state_dict"]
+    with torch.no_grad():
+        torch.testing.assert_close(tv.eval()(x), expected, rtol=0, atol=0)
+        torch.testing.assert_close(hf(x).logits, expected, rtol=0, atol=1e-5)
+
+    # What the library cannot express is refused, and nothing is written.
+    d = tmp_path / "r18d.pth"
+    torch.save(resnetzoo.resnet18d().state_dict(), d)
+    assert main(["convert", str(d), str(tmp_path / "d.pth"), "--to", "torchvision"]) == 2
+    err = capsys.readouterr().err
+    assert "only the classic 7x7 stem, this model a deep stem: use timm" in err and not (tmp_path / "d.pth").exists()
+    # Never over an existing output without --overwrite.
+    assert main(["convert", str(tv_checkpoint), str(tmp_path / "hf"), "--to", "transformers"]) == 2
+    assert "--overwrite" in capsys.readouterr().err

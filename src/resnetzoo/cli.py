@@ -108,7 +108,9 @@ def _inspect(args: argparse.Namespace) -> int:
             model, inferred = _inferred_model(args, loaded)
     report = diagnose(model, loaded, prefix=args.prefix)
     _print_report(report, inferred, as_json=args.json)
-    return _EXIT_MISFIT if report.problem_keys(ignore_head=args.ignore_head) else _EXIT_OK
+    # A projection head or an empty classifier is left out, as create_model_from_checkpoint does.
+    ignore_head = args.ignore_head or bool(inferred is not None and inferred.left_out)
+    return _EXIT_MISFIT if report.problem_keys(ignore_head=ignore_head) else _EXIT_OK
 
 
 def _check_output(args: argparse.Namespace) -> None:

@@ -152,7 +152,7 @@ class Ambiguity:
     alternative: str
 
     def __str__(self) -> str:
-        return f"{self.what}: chose {self.choice}, as {self.why}; the other answer: {self.alternative}"
+        return f"{self.what}: {self.choice}, since {self.why} (otherwise: {self.alternative})"
 
 
 @dataclass(frozen=True)
@@ -746,9 +746,9 @@ class _Inference:
     def stride(self, kind: str) -> bool:
         if kind != "bottleneck":
             return False
-        what = "v1 or v1.5 bottlenecks (the weights are the same, the outputs are not)"
-        v15 = "v1.5 (stride_in_1x1=False: stride on the 3x3)"
-        v1 = "v1 (stride_in_1x1=True: stride on the first 1x1)"
+        what = "v1 or v1.5 bottlenecks (same weights, other outputs)"
+        v15 = "v1.5 (stride_in_1x1=False, stride on the 3x3)"
+        v1 = "v1 (stride_in_1x1=True, stride on the first 1x1)"
         info = {k: str(v).strip().strip("'\"").lower() for k, v in self.info.items()}
         decided: tuple[bool, str] | None = None
         if info.get("stride_in_1x1") in ("true", "false"):

@@ -140,6 +140,11 @@ def _limits(library: str, a: InferredArchitecture, act: str) -> list[str]:
             why.append("transformers' ResNet has no grouped or widened bottlenecks (ResNeXt, Wide ResNet)")
         if a.norm == "groupnorm":
             why.append("transformers' ResNet uses BatchNorm only, this model GroupNorm")
+        if act != "relu":
+            why.append(
+                f"transformers' ResNet applies its hidden_act after the stem and each block but ReLU inside "
+                f"the blocks, this model {act} throughout"
+            )
     elif library == "mmpretrain":
         if _depth(a) is None:
             why.append(f"mmpretrain's ResNet has the blocks of depth 18, 34, 50, 101 or 152 only, this model {a.layers}")
@@ -211,7 +216,7 @@ def _load_with(library: str, a: InferredArchitecture, act: str) -> str:
     return "model = mmpretrain.get_model(cfg); model.load_state_dict(checkpoint['state_dict'])  # cfg: checkpoint['meta']['cfg']"
 
 
-def _transformers_config(a: InferredArchitecture, act: str, labels: list[str] | None) -> dict[str, Any]:
+def _transformers_config(a: InferredArchitecture, labels: list[str] | None) -> dict[str, Any]:
     config: dict[str, Any] = {
         "architectures": ["ResNetForImageClassification" if a.num_classes else "ResNetModel"],
         "model_type": "resnet",
@@ -220,7 +225,7 @@ def _transformers_config(a: InferredArchitecture, act: str, labels: list[str] | 
         "hidden_sizes": [w * a.expansion for w in a.widths],
         "depths": list(a.layers),
         "layer_type": a.block,
-        "hidden_act": act,
+        "hidden_act": "relu",
         "downsample_in_first_stage": False,
         "downsample_in_bottleneck": a.stride_in_1x1,
     }
@@ -322,7 +327,7 @@ def _plan(model_or_sd: nn.Module | Mapping[str, torch.Tensor], to: str) -> Expor
     labels = getattr(getattr(model_or_sd, "pretrained_cfg", None), "categories", None)
     config: dict[str, Any] = {}
     if library == "transformers":
-        config = _transformers_config(architecture, act, list(labels) if labels else None)
+        config = _transformers_config(architecture, list(labels) if labels else None)
     elif library == "mmpretrain":
         config = _mmpretrain_meta(architecture)
     return Exported(
