@@ -38,6 +38,13 @@ import resnetzoo  # noqa: E402
 
 # What the console script `resnetzoo` runs (setuptools' entry-point wrapper does the same).
 _SCRIPT = "import sys; from resnetzoo.cli import main; sys.exit(main())"
+# The same, saying at exit which of the costly modules it imported (one untimed run each).
+_HEAVY = ("torch", "torchvision", "torch._dynamo")
+_SPY = (
+    "import atexit, sys\n"
+    f"atexit.register(lambda: sys.stderr.write('\\nIMPORTED ' + ' '.join(m for m in {_HEAVY!r} if m in sys.modules)))\n"
+    + _SCRIPT.replace("; ", "\n")
+)
 # The issue's goal: inspect within 1.5x of the reference.
 _GOAL = 1.5
 
@@ -63,6 +70,15 @@ def _command(argv: list[str], env: dict[str, str]):
     return run
 
 
+def _imports(argv: list[str], env: dict[str, str]) -> str:
+    """Which of torch, torchvision, torch._dynamo one run of a command imports."""
+    if argv[2] != _SCRIPT:
+        return "torch" if "torch" in argv[2] else "-"
+    result = subprocess.run([argv[0], "-c", _SPY, *argv[3:]], env=env, capture_output=True, text=True, check=False)
+    found = result.stderr.rpartition("IMPORTED ")[2].strip()
+    return ", ".join(found.split()) or "-"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=5, help="timed rounds (default 5)")
@@ -86,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
             "resnetzoo inspect resnet50.pth": [py, "-c", _SCRIPT, "inspect", str(files["resnet50"])],
             "resnetzoo inspect resnet152.pth": [py, "-c", _SCRIPT, "inspect", str(files["resnet152"])],
         }
+        imported = {name: _imports(cmd, env) for name, cmd in commands.items()}
         load_before = os.getloadavg()
         samples = alternate(
             {name: _command(cmd, env) for name, cmd in commands.items()},
@@ -101,10 +118,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"CPU: {info['cpu']} ({info['cpu_cores']} cores), load average {load_before[0]:.2f} at the start")
     print(f"python {info['python']}, torch {info['torch']}, resnetzoo {resnetzoo.__version__}; "
           f"median of {args.rounds} rounds\n")  # fmt: skip
-    print("| command | median s | / import resnetzoo | / import resnetzoo, torch |")
-    print("|---|---:|---:|---:|")
+    print("| command | median s | / import resnetzoo | / import resnetzoo, torch | imports |")
+    print("|---|---:|---:|---:|---|")
     for name, value in medians.items():
-        print(f"| `{name}` | {value:.2f} | {value / import_only:.1f}x | {value / with_torch:.2f}x |")
+        print(f"| `{name}` | {value:.2f} | {value / import_only:.1f}x | {value / with_torch:.2f}x | {imported[name]} |")
     print()
     for arch in ("resnet50", "resnet152"):
         value = medians[f"resnetzoo inspect {arch}.pth"]
@@ -114,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{value / import_only:.0f}x the torch-free `import resnetzoo`"
         )
     if args.json:
-        args.json.write_text(json.dumps({"medians": medians, "samples": samples, "machine": info,
+        args.json.write_text(json.dumps({"medians": medians, "samples": samples, "imports": imported, "machine": info,
                                          "load_average": load_before}, indent=2) + "\n")  # fmt: skip
     return 0
 

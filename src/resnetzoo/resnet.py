@@ -446,7 +446,9 @@ class ResNet(nn.Module):
 
     def _init_weights(self, *, zero_init_last: bool) -> None:
         for m in self.modules():
-            if isinstance(m, nn.Conv2d):
+            # Meta tensors hold no values to draw, and normal_ on them imports torch._dynamo
+            # (seconds): a model built on the meta device for its shapes skips the draw.
+            if isinstance(m, nn.Conv2d) and not m.weight.is_meta:
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
         if zero_init_last:
             for m in self.modules():

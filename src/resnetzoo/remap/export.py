@@ -315,6 +315,15 @@ def _rename(state: dict[str, torch.Tensor], convention_name: str) -> dict[str, t
     return out
 
 
+def _categories(model: Any) -> list[str] | None:
+    """The class names of the weight set a model was loaded from, when it says."""
+    for attribute in ("weight_spec", "pretrained_cfg"):
+        categories = getattr(getattr(model, attribute, None), "categories", None)
+        if categories:
+            return list(categories)
+    return None
+
+
 def _plan(model_or_sd: nn.Module | Mapping[str, torch.Tensor], to: str) -> Exported:
     library = _library_of(to)
     state, architecture, act, notes = _describe(model_or_sd)
@@ -324,10 +333,10 @@ def _plan(model_or_sd: nn.Module | Mapping[str, torch.Tensor], to: str) -> Expor
     convention = _convention_for(library, architecture)
     if to != library and to != convention:
         raise ExportError(f"this model is written in the {convention} convention, not {to}")
-    labels = getattr(getattr(model_or_sd, "pretrained_cfg", None), "categories", None)
+    labels = _categories(model_or_sd)
     config: dict[str, Any] = {}
     if library == "transformers":
-        config = _transformers_config(architecture, list(labels) if labels else None)
+        config = _transformers_config(architecture, labels)
     elif library == "mmpretrain":
         config = _mmpretrain_meta(architecture)
     return Exported(
