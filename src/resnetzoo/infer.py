@@ -429,6 +429,19 @@ def _not_a_resnet(shapes: Mapping[str, Sequence[int]]) -> ArchitectureError:
     )
 
 
+@dataclass(frozen=True)
+class _Body:
+    """What the stages say: block kind, blocks, widths, groups, shortcut, and the channels out."""
+
+    block: str
+    layers: tuple[int, ...]
+    widths: tuple[int, ...]
+    groups: int
+    width_per_group: int
+    shortcut: str
+    num_features: int
+
+
 def _numbered_from(numbers: Sequence[int], start: int) -> bool:
     """Whether ``numbers`` are exactly ``start, start + 1, …`` (in any order)."""
     return sorted(numbers) == list(range(start, start + len(numbers)))
@@ -543,69 +556,56 @@ class _Inference:
             return None
         return in_chs, out // 4, width, width // w2[1], out
 
-    def body(self, stem_width: int) -> dict[str, Any] | None:
+    def body(self, stem_width: int) -> _Body | None:
         stages = self.stages()
         if stages is None:
             return None
         kind = self._block_kind(stages)
         if kind is None or self.problems:
             return None
-        layers, widths, groups_seen, wpg_seen, shortcuts = [], [], set(), set(), []
+        layers, planes_per_stage, widths, groups_per_stage, shortcuts = [], [], [], [], []
         in_chs = stem_width
         for s, blocks in enumerate(stages, start=1):
-            layers.append(len(blocks))
             first = self._block_shapes(kind, blocks[0])
             if first is None:
                 self.problems.append(f"layer{s}.0 has convolution shapes no ResNet block has")
                 return None
             block_in, planes, width, groups, out = first
             if block_in != in_chs:
-                self.problems.append(
-                    f"layer{s}.0 takes {block_in} channels but the layer before gives {in_chs}"
-                )
+                self.problems.append(f"layer{s}.0 takes {block_in} channels but the layer before gives {in_chs}")
                 return None
             for b in range(1, len(blocks)):
-                shapes = self._block_shapes(kind, blocks[b])
-                if shapes != (out, planes, width, groups, out):
+                if self._block_shapes(kind, blocks[b]) != (out, planes, width, groups, out):
                     self.problems.append(f"layer{s}.{b} does not have the shapes of layer{s}'s other blocks")
                     return None
                 if any(p.startswith("downsample") for p in blocks[b]):
                     self.problems.append(f"layer{s}.{b} has a shortcut projection; only a stage's first block may")
                     return None
-            widths.append(planes)
-            groups_seen.add(groups)
-            wpg = Fraction(width, groups) * 64 / planes
-            wpg_seen.add(wpg)
-            needs_projection = s > 1 or block_in != out
-            shortcuts.append((s, self._shortcut(s, blocks[0], block_in, out), needs_projection))
+            layers.append(len(blocks))
+            planes_per_stage.append(planes)
+            widths.append(width)
+            groups_per_stage.append(groups)
+            shortcuts.append((s, self._shortcut(s, blocks[0], block_in, out), s > 1 or block_in != out))
             in_chs = out
-        if len(groups_seen) > 1 or len(wpg_seen) > 1:
+        # The 3x3 width is int(planes * width_per_group / 64) * groups (torchvision's formula).
+        groups_seen = set(groups_per_stage)
+        per_group = {
+            Fraction(w, g) * 64 / p for w, g, p in zip(widths, groups_per_stage, planes_per_stage, strict=True)
+        }
+        if len(groups_seen) > 1 or len(per_group) > 1:
             self.problems.append(
                 f"the stages disagree on groups {sorted(groups_seen)} or width per group "
-                f"{sorted(str(w) for w in wpg_seen)}; resnetzoo uses one value for the whole network"
+                f"{sorted(str(w) for w in per_group)}; resnetzoo uses one value for the whole network"
             )
             return None
-        wpg = wpg_seen.pop()
-        groups = groups_seen.pop()
-        if wpg.denominator != 1 or any(int(p * wpg / 64) * groups != self._width(stages[i], kind) for i, p in enumerate(widths)):
-            self.problems.append(f"the 3x3 convolutions' widths fit no width_per_group (got {wpg})")
+        groups, wpg = groups_seen.pop(), per_group.pop()
+        if wpg.denominator != 1:
+            self.problems.append(f"the 3x3 convolutions' widths fit no integer width_per_group (got {wpg})")
             return None
         shortcut = self._shortcut_kind(shortcuts)
         if shortcut is None:
             return None
-        return {
-            "block": kind,
-            "layers": tuple(layers),
-            "widths": tuple(widths),
-            "groups": groups,
-            "width_per_group": int(wpg),
-            "shortcut": shortcut,
-            "num_features": in_chs,
-        }
-
-    @staticmethod
-    def _width(blocks: dict[int, dict[str, _Module]], kind: str) -> int:
-        return blocks[0]["conv1"].weight[0]  # type: ignore[index]
+        return _Body(kind, tuple(layers), tuple(planes_per_stage), groups, int(wpg), shortcut, in_chs)
 
     def _shortcut(self, stage: int, parts: dict[str, _Module], in_chs: int, out: int) -> str | None:
         """``"conv"``, ``"avgpool"``, ``None`` (no projection), or ``"?"`` for an unknown one."""
@@ -782,10 +782,7 @@ class _Inference:
         stem = self.stem()
         body = self.body(stem[1]) if stem is not None else None
         norm = self.norm() if body is not None else None
-        if body is not None and not self.problems:
-            num_classes = self.head(body["num_features"])
-        else:
-            num_classes = None
+        num_classes = self.head(body.num_features) if body is not None and not self.problems else None
         unknown = [k for k in self.parsed.other if not k.endswith("num_batches_tracked")]
         if unknown:
             self.problems.append(
@@ -800,18 +797,18 @@ class _Inference:
         if self.problems or stem is None or body is None or norm is None or num_classes is None:
             raise ArchitectureError("cannot tell the architecture: " + "; ".join(dict.fromkeys(self.problems)))
         kind, stem_width, stem_mid, in_chans = stem
-        stride_in_1x1 = self.stride(body["block"])
+        stride_in_1x1 = self.stride(body.block)
         inferred = InferredArchitecture(
             name=None,
-            block=body["block"],
-            layers=body["layers"],
-            widths=body["widths"],
-            groups=body["groups"],
-            width_per_group=body["width_per_group"],
+            block=body.block,
+            layers=body.layers,
+            widths=body.widths,
+            groups=body.groups,
+            width_per_group=body.width_per_group,
             stem=kind,
             stem_width=stem_width,
             stem_mid=stem_mid,
-            shortcut=body["shortcut"],
+            shortcut=body.shortcut,
             norm=norm,
             in_chans=in_chans,
             num_classes=num_classes,
@@ -892,14 +889,14 @@ def guess_arch(shapes: Mapping[str, Sequence[int]]) -> str | None:
         return None
     candidate = InferredArchitecture(
         name=None,
-        block=body["block"],
-        layers=body["layers"],
-        widths=body["widths"],
-        groups=body["groups"],
-        width_per_group=body["width_per_group"],
+        block=body.block,
+        layers=body.layers,
+        widths=body.widths,
+        groups=body.groups,
+        width_per_group=body.width_per_group,
         stem=stem[0],
         stem_width=stem[1],
         stem_mid=stem[2],
-        shortcut=body["shortcut"],
+        shortcut=body.shortcut,
     )
     return _name_of(candidate)

@@ -237,6 +237,10 @@ def _transformers_config(a: InferredArchitecture, labels: list[str] | None) -> d
     return config
 
 
+class _Raw(str):
+    """Config text inserted as it is (a nested ``dict(...)``)."""
+
+
 def _mm_dict(**items: Any) -> str:
     def literal(value: Any) -> str:
         if isinstance(value, tuple):
@@ -244,10 +248,6 @@ def _mm_dict(**items: Any) -> str:
         return repr(value)
 
     return "dict(" + ", ".join(f"{k}={v if isinstance(v, _Raw) else literal(v)}" for k, v in items.items()) + ")"
-
-
-class _Raw(str):
-    """Config text inserted as it is (a nested ``dict(...)``)."""
 
 
 def _mmpretrain_meta(a: InferredArchitecture) -> dict[str, Any]:
