@@ -368,4 +368,4 @@ def test_layout_builds_the_right_model_and_loads_strictly(name, tmp_path, random
     assert len(stride_hints) == (type(model.layer1[0]).__name__ == "Bottleneck")
     if layout.stride:
         assert layout.stride in stride_hints[0]
-        assert (": v1 (" in stride_hints[0]) == ("stride_in_1x1=True" in call)
+        assert ("outputs): v1 (stride_in_1x1=True" in stride_hints[0]) == ("stride_in_1x1=True" in call)

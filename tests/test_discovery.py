@@ -5,6 +5,8 @@ Tiny networks (8 and 16 channels) keep every test well under a second.
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import torch
 
@@ -196,9 +198,15 @@ def test_discover_scores_names_and_shapes():
 
 
 def test_discovery_is_bounded():
-    hostile = {".".join(["x"] * 500) + f".{i}": torch.zeros(1) for i in range(2000)}
-    remapped = to_native(hostile)
+    start = time.perf_counter()
+    deep = {".".join(["x"] * 500) + f".{i}": torch.zeros(1) for i in range(2000)}
+    remapped = to_native(deep)
     assert remapped.prefix == "" and len(remapped.state_dict) == 2000
+    # 20000 one-tensor sub-trees that all fit equally: named, not compared pairwise.
+    many = {f"net{i}.layer1.0.conv1.weight": torch.zeros(1, 1, 1, 1) for i in range(20000)}
+    with pytest.raises(ArchitectureError, match="sub-trees of the checkpoint fit a ResNet equally well"):
+        to_native(many)
+    assert time.perf_counter() - start < 20  # seconds on a busy 2-core machine; quadratic work would take hours
 
 
 def test_model_tensors_that_a_state_dict_lacks_are_initialised(tiny, monkeypatch):

@@ -551,15 +551,28 @@ class Discovery:
 Fit = Callable[[str, Sequence[int]], bool]
 
 
-def _candidate_prefixes(keys: Collection[str], is_root: Callable[[str], bool]) -> set[str]:
-    """Prefixes at which a network's keys could start: before a name any convention begins with."""
-    found = {""}
-    for key in keys:
-        parts = key.split(".", _MAX_PREFIX_DEPTH)
+def _sub_trees(keys: Collection[str], is_root: Callable[[str], bool]) -> dict[str, list[str]]:
+    """Each prefix at which a network's keys could start → the keys under it.
+
+    A prefix is a candidate when some key has a name any convention begins with right
+    after it (``module.encoder_q.`` before ``layer1``); ``""`` always is. Two passes over
+    the keys, each at most ``_MAX_PREFIX_DEPTH`` names deep: the work grows with the
+    number of keys, not with its square.
+    """
+    split = [(key, key.split(".", _MAX_PREFIX_DEPTH)) for key in keys]
+    candidates = {""}
+    for _, parts in split:
         for i in range(1, len(parts) - 1):
             if is_root(parts[i]):
-                found.add(".".join(parts[:i]) + ".")
-    return found
+                candidates.add(".".join(parts[:i]) + ".")
+    trees: dict[str, list[str]] = {p: [] for p in candidates}
+    trees[""] = list(keys)
+    for key, parts in split:
+        for i in range(1, len(parts) - 1):
+            prefix = ".".join(parts[:i]) + "."
+            if prefix in trees:
+                trees[prefix].append(key)
+    return trees
 
 
 def _nested(a: str, b: str) -> bool:
@@ -632,9 +645,8 @@ def discover(
     :data:`TWIN_DEFAULTS` is taken (MoCo's ``encoder_q``, DINO's ``teacher``) and the
     other named; for other twins ``prefix=`` must choose.
 
-    The work is bounded by the number of keys: at most a few prefixes per key
-    (:data:`_MAX_PREFIX_DEPTH` names deep), and a prefix whose sub-tree is smaller than
-    the best score so far is not scored.
+    The work is bounded by the number of keys: at most eight prefixes per key, and a
+    prefix whose sub-tree is smaller than the best score so far is not scored.
 
     Args:
         state_dict: name → tensor (anything with a ``.shape``).
@@ -668,21 +680,21 @@ def discover(
                 f"no key of the checkpoint starts with prefix={prefix!r}; its keys start with "
                 f"{_describe_keys(sorted(_outside(state_dict, '.')))}"
             )
-        prefixes = {prefix}
+        trees = {prefix: [key for key in state_dict if key.startswith(prefix)]}
     else:
-        prefixes = _candidate_prefixes(state_dict, is_root)
-    sizes = {p: sum(key.startswith(p) for key in state_dict) for p in prefixes}
+        trees = _sub_trees(state_dict, is_root)
 
     ranked: list[tuple[tuple[int, int, int, str, int], str, Convention, int]] = []
     best = 0
-    for p in sorted(prefixes, key=lambda p: (-sizes[p], p)):
-        if sizes[p] < best:
+    for p in sorted(trees, key=lambda p: (-len(trees[p]), p)):
+        size = len(trees[p])
+        if size < best:
             continue  # cannot beat the best: fewer keys than it already fits
-        sub = [(key[len(p) :], value.shape) for key, value in state_dict.items() if key.startswith(p)]
+        sub = [(key[len(p) :], state_dict[key].shape) for key in trees[p]]
         for index, candidate in enumerate(conventions):
             score = sum(fit(candidate.rename(key)[0], shape) for key, shape in sub)
             best = max(best, score)
-            ranked.append(((-score, sizes[p], len(p), p, index), p, candidate, score))
+            ranked.append(((-score, size, len(p), p, index), p, candidate, score))
     ranked.sort(key=lambda item: item[0])
     _, chosen, chosen_convention, score = ranked[0]
     if score == 0:  # nothing fits anywhere: read everything as it is, and let the report say so
@@ -690,7 +702,9 @@ def discover(
         chosen_convention = conventions[0]
     alternatives: list[str] = []
     for _, p, _, s in ranked[1:]:
-        if s == score and score and not any(_nested(p, q) for q in (chosen, *alternatives)):
+        if s < score or not score or len(alternatives) == _MAX_LISTED:
+            break  # ranked by score: no more equal fits (and a few are enough to name)
+        if not any(_nested(p, q) for q in (chosen, *alternatives)):
             alternatives.append(p)
 
     notes: list[str] = []
@@ -698,8 +712,10 @@ def discover(
         default = _twin_default([chosen, *alternatives])
         if default is None:
             every = ", ".join(repr(p) for p in (chosen, *alternatives))
+            count = len(alternatives) + 1
             raise ArchitectureError(
-                f"{len(alternatives) + 1} sub-trees of the checkpoint fit a ResNet equally well ({every}, "
+                f"{'at least ' if len(alternatives) == _MAX_LISTED else ''}{count} sub-trees of the checkpoint "
+                f"fit a ResNet equally well ({every}, "
                 f"{score} tensors each) and none is a known default; choose one with prefix=… "
                 f"(resnetzoo CLI: --prefix), e.g. prefix={chosen!r}"
             )
