@@ -183,6 +183,7 @@ def test_mmpretrain(kwargs, backbone, tmp_path):
         (dict(**SMALL), "mmpretrain", "blocks of depth 18, 34, 50, 101 or 152 only"),
         (dict(layers=(2, 2, 2, 2), block="basic", shortcut="avgpool"), "mmpretrain", "only with the deep stem"),
         (dict(layers=(2, 2, 2, 2), block="basic", shortcut="zero_pad"), "timm", "no parameter-free"),
+        (dict(**SMALL, act=nn.Mish), "timm", "this model's activation (Mish)"),
     ],
 )
 def test_refused_with_the_reason(kwargs, to, reason, tmp_path):

@@ -20,7 +20,6 @@ from typing import Any, TypeVar
 import torch
 import torch.nn as nn
 
-from resnetzoo.errors import ArchitectureError
 from resnetzoo.infer import InferredArchitecture, infer_architecture
 from resnetzoo.remap import LoadReport, load_weights
 from resnetzoo.remap.conventions import Remapped, to_native
@@ -153,11 +152,7 @@ def _read(source: Any) -> LoadedCheckpoint:
 
 
 def _infer(remapped: Remapped, metadata: dict[str, str]) -> InferredArchitecture:
-    if remapped.mixed:
-        raise ArchitectureError(
-            "cannot tell the architecture: "
-            + next(n for n in remapped.notes if n.startswith("the checkpoint mixes naming conventions"))
-        )
+    remapped.check_one_convention()
     # The file's own metadata (safetensors header, config.json) outranks entries in the pickle.
     info = {**remapped.info, **metadata}
     shapes = {key: tuple(value.shape) for key, value in remapped.state_dict.items()}

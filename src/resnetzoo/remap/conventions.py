@@ -626,6 +626,15 @@ def _mixed(sub: Mapping[str, Any], convention: Convention, fit: Fit) -> tuple[tu
     return ((convention.name, renamed), (NATIVE.name, native)) if renamed and native else ()
 
 
+def _mixed_message(mixed: Sequence[tuple[str, int]]) -> str:
+    (theirs, n_theirs), (ours, n_ours) = mixed
+    return (
+        f"the checkpoint mixes naming conventions: {n_theirs} keys have {theirs} names and {n_ours} "
+        f"{ours} names; it was assembled from more than one source: check that its parts belong to "
+        f"one network, or convert each part separately"
+    )
+
+
 def discover(
     state_dict: Mapping[str, Any],
     *,
@@ -738,12 +747,7 @@ def discover(
     sub_tree = {key[len(chosen) :]: value for key, value in state_dict.items() if key.startswith(chosen)}
     mixed = _mixed(sub_tree, chosen_convention, fit)
     if mixed:
-        (theirs, n_theirs), (ours, n_ours) = mixed
-        notes.append(
-            f"the checkpoint mixes naming conventions: {n_theirs} keys have {theirs} names and {n_ours} "
-            f"{ours} names; it was assembled from more than one source: check that its parts belong to "
-            f"one network, or convert each part separately"
-        )
+        notes.append(_mixed_message(mixed))
     return Discovery(
         prefix=chosen,
         convention=chosen_convention,
@@ -844,6 +848,15 @@ class Remapped:
         """Return rule name → number of keys it renamed, in rule order."""
         counts = Counter(rule for _, _, rule in self.renames)
         return {rule.name: counts[rule.name] for rule in self.convention.rules if counts[rule.name]}
+
+    def check_one_convention(self) -> None:
+        """Raise :class:`~resnetzoo.ArchitectureError` when the keys mix conventions.
+
+        A loader reports the mix as a hint; building a network from such a file is refused,
+        since its parts may come from two networks.
+        """
+        if self.mixed:
+            raise ArchitectureError(f"cannot tell the architecture: {_mixed_message(self.mixed)}")
 
 
 def to_native(

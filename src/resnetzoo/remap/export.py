@@ -73,12 +73,12 @@ class Exported:
 
 
 # ------------------------------------------------------------------ the model
-def _activation(model: nn.Module) -> str | None:
-    for module in model.modules():
-        for cls, name in _ACTS.items():
-            if type(module) is cls:
-                return name
-    return None
+def _activation(model: nn.Module) -> str:
+    """The activation's name (``"relu"`` …), or its class name when no library knows it."""
+    module = getattr(model, "act1", None)  # the stem's, the same factory as the blocks'
+    if not isinstance(module, nn.Module):
+        module = next((m for m in model.modules() if type(m) in _ACTS), nn.ReLU())
+    return _ACTS.get(type(module), type(module).__name__)
 
 
 def _describe(model_or_sd: nn.Module | Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], InferredArchitecture, str, list[str]]:
@@ -88,10 +88,11 @@ def _describe(model_or_sd: nn.Module | Mapping[str, torch.Tensor]) -> tuple[dict
         state = dict(model_or_sd.state_dict())
         stride = getattr(model_or_sd, "stride_in_1x1", None)
         info = {"stride_in_1x1": str(bool(stride))} if stride is not None else {}
-        act = _activation(model_or_sd) or "relu"
+        act = _activation(model_or_sd)
         convention = NATIVE.name
     elif isinstance(model_or_sd, Mapping):
         remapped = to_native(model_or_sd)
+        remapped.check_one_convention()
         state, info, convention = remapped.state_dict, remapped.info, remapped.convention.name
         act = "relu"
         notes.append("a state dict does not say its activation: ReLU assumed (pass the model to carry another)")
@@ -111,6 +112,8 @@ def _limits(library: str, a: InferredArchitecture, act: str) -> list[str]:
     standard = a.widths == _STANDARD_WIDTHS and a.stem_width == 64
     if a.shortcut == "zero_pad":
         why.append(f"{library} has no parameter-free (zero-padding) shortcut")
+    if act not in _ACTS.values():
+        why.append(f"resnetzoo does not know {library}'s name for this model's activation ({act})")
     if library == "torchvision":
         if a.stem != "classic":
             why.append("torchvision's ResNet has only the classic 7x7 stem, this model a deep stem: use timm")
