@@ -21,12 +21,12 @@ The input is in native names (torchvision's, and timm's for the ResNet-D family)
 first. Everything here is bounded by the number of keys: an untrusted key such as
 ``layer100000000.0.conv1.weight`` is a problem to report, not a loop to run.
 
+>>> import torch, resnetzoo
 >>> from resnetzoo.infer import infer_architecture
->>> shapes = {"conv1.weight": (64, 1, 7, 7), "bn1.weight": (64,), "bn1.running_mean": (64,),
-...           "layer1.0.conv1.weight": (64, 64, 3, 3), "layer1.0.conv2.weight": (64, 64, 3, 3),
-...           "fc.weight": (10, 64), "fc.bias": (10,)}
->>> infer_architecture(shapes).call()
-'resnetzoo.ResNet(layers=(1,), block="basic", widths=(64,), num_classes=10, in_chans=1)'
+>>> with torch.device("meta"):  # shapes only
+...     model = resnetzoo.ResNet(layers=(1, 1), block="basic", widths=(64, 128), num_classes=10, in_chans=1)
+>>> infer_architecture({k: v.shape for k, v in model.state_dict().items()}).call()
+'resnetzoo.ResNet(layers=(1, 1), block="basic", widths=(64, 128), num_classes=10, in_chans=1)'
 """
 
 from __future__ import annotations
