@@ -237,7 +237,7 @@ def test_never_overwrites_without_permission(tmp_path):
 
 def test_imagenet_labels_go_into_the_config(tmp_path):
     model = resnetzoo.resnet18()
-    model.pretrained_cfg = resnetzoo.get_weights("resnet18")
+    model.weight_spec = resnetzoo.get_weights("resnet18")
     resnetzoo.export_checkpoint(model, tmp_path / "hf", to="transformers")
     config = json.loads((tmp_path / "hf" / "config.json").read_text())
     assert config["id2label"]["0"] == "tench" and len(config["label2id"]) == 1000
