@@ -13,7 +13,8 @@ import torchvision
 
 import resnetzoo
 from resnetzoo.errors import WeightsLoadError
-from resnetzoo.remap import block_counts, diagnose, load_weights
+from resnetzoo.infer import block_counts
+from resnetzoo.remap import diagnose, load_weights
 from resnetzoo.weights import read_source
 
 transformers = pytest.importorskip("transformers")

@@ -128,7 +128,7 @@ def block_counts(keys: Sequence[str] | Mapping[str, Any]) -> tuple[int, ...]:
         match = _BLOCK_KEY.match(key)
         if match:
             stage, index = int(match[1]), int(match[2])
-            if stage <= limit and index <= limit:
+            if stage <= limit and index < limit:
                 last[stage] = max(last.get(stage, -1), index)
     return tuple(last.get(s, -1) + 1 for s in range(1, max(last, default=0) + 1))
 
@@ -404,8 +404,13 @@ def _parse(shapes: Mapping[str, Sequence[int]]) -> _Parsed:
     return parsed
 
 
+def _short(key: str, limit: int = 80) -> str:
+    # A crafted key can be thousands of characters long; a message shows its ends.
+    return key if len(key) <= limit else f"{key[: limit - 20]}…{key[-19:]}"
+
+
 def _show(keys: Sequence[str]) -> str:
-    shown = ", ".join(keys[:_SHOWN_KEYS])
+    shown = ", ".join(_short(k) for k in keys[:_SHOWN_KEYS])
     return shown + (f", … ({len(keys)} keys)" if len(keys) > _SHOWN_KEYS else "")
 
 
@@ -786,7 +791,8 @@ class _Inference:
         unknown = [k for k in self.parsed.other if not k.endswith("num_batches_tracked")]
         if unknown:
             self.problems.append(
-                f"{len(unknown)} tensors have no place in a ResNet: {_show(unknown)} (a squeeze-excitation "
+                f"{len(unknown)} {'tensor has' if len(unknown) == 1 else 'tensors have'} no place in a ResNet: "
+                f"{_show(unknown)} (a squeeze-excitation "
                 f"or attention module, or another network's keys?); resnetzoo cannot rebuild this network"
             )
         biased = [f"{name}.bias" for name, m in self.parsed.modules().items() if m.is_conv and "bias" in m.leaves]
