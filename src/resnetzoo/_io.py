@@ -35,6 +35,7 @@ import contextlib
 import errno
 import hashlib
 import http.client
+import io
 import json
 import math
 import os
@@ -64,6 +65,8 @@ __all__ = [
     "is_offline",
     "looks_like_html",
     "open_regular",
+    "save_safetensors",
+    "save_torch",
     "probe_hosts",
     "remove_orphans",
     "remove_orphans_in",
@@ -71,6 +74,7 @@ __all__ = [
     "temporary_name",
     "to_strict_json",
     "unreachable_reason",
+    "write_bytes",
     "write_json",
     "write_text",
 ]
@@ -281,6 +285,32 @@ def write_text(path: str | os.PathLike[str], text: str) -> None:
     """Write UTF-8 text to ``path`` atomically (see :func:`atomic_path`)."""
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+def write_bytes(path: str | os.PathLike[str], data: bytes | memoryview) -> None:
+    """Write bytes to ``path`` atomically (see :func:`atomic_path`)."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+# The two serialisers below build the file in memory and write it with write_bytes: on a
+# full disk torch.save raises a RuntimeError without its cause and safetensors a
+# SafetensorError, while a plain write raises the OSError (ENOSPC, EROFS) that callers
+# and users understand. A ResNet's weights are at most a few hundred MB.
+def save_torch(path: str | os.PathLike[str], obj: Any) -> None:
+    """``torch.save(obj)`` to ``path`` atomically; a failed write is an ``OSError`` naming ``path``."""
+    import torch  # here: the rest of this module is used where torch must not be imported yet
+
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    write_bytes(path, buffer.getbuffer())
+
+
+def save_safetensors(path: str | os.PathLike[str], tensors: dict[str, Any], *, metadata: dict[str, str] | None = None) -> None:
+    """Write tensors as a safetensors file atomically; a failed write is an ``OSError`` naming ``path``."""
+    from safetensors.torch import save  # imports torch: see save_torch
+
+    write_bytes(path, save(tensors, metadata=metadata))
 
 
 def to_strict_json(value: Any) -> Any:

@@ -25,9 +25,8 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-from safetensors.torch import save_file
 
-from resnetzoo._io import atomic_path, write_text
+from resnetzoo._io import save_safetensors, save_torch, write_text
 from resnetzoo._version import __version__
 from resnetzoo.architectures import ARCHITECTURES
 from resnetzoo.errors import ExportError
@@ -440,8 +439,7 @@ def export_checkpoint(
         _check_destination(path, overwrite=overwrite, folder=True)
         path.mkdir(parents=True, exist_ok=True)
         # Weights first, config.json last: a folder is complete once it has a config.
-        with atomic_path(path / "model.safetensors") as tmp:
-            save_file(_plain(exported.state_dict), str(tmp), metadata={"format": "pt"})
+        save_safetensors(path / "model.safetensors", _plain(exported.state_dict), metadata={"format": "pt"})
         write_text(path / "config.json", json.dumps(exported.config, indent=2) + "\n")
         return exported
     _check_destination(path, overwrite=overwrite, folder=False)
@@ -457,9 +455,8 @@ def export_checkpoint(
     else:
         raise ValueError(f"give a path ending in .pth or .safetensors for a {exported.library} state dict, got {str(path)!r}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        if obj is None:
-            save_file(_plain(exported.state_dict), str(tmp), metadata={"format": "pt"})
-        else:
-            torch.save(obj, tmp)
+    if obj is None:
+        save_safetensors(path, _plain(exported.state_dict), metadata={"format": "pt"})
+    else:
+        save_torch(path, obj)
     return exported

@@ -18,9 +18,8 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-from safetensors.torch import save_file
 
-from resnetzoo._io import atomic_path
+from resnetzoo._io import save_safetensors
 from resnetzoo._version import __version__
 from resnetzoo.errors import WeightsLoadError
 from resnetzoo.remap.checks import model_facts
@@ -298,7 +297,6 @@ def save_weights(
     header.update(extra)
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        save_file(_savable(model.state_dict()), str(tmp), metadata=header)
+    save_safetensors(path, _savable(model.state_dict()), metadata=header)
     return path
 

@@ -13,19 +13,15 @@ to run from the new settings.
 from __future__ import annotations
 
 import dataclasses
-import errno
-import io
 import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-import torch
 import torch.nn as nn
-from safetensors import SafetensorError
 
-from resnetzoo._io import atomic_path
+from resnetzoo._io import save_torch
 from resnetzoo.errors import CheckpointError
 from resnetzoo.recipes.finetune.config import FinetuneConfig
 from resnetzoo.remap import save_weights
@@ -90,14 +86,9 @@ def save_model_weights(model: nn.Module, path: Path, *, metadata: Mapping[str, s
     """Write ``model``'s weights as safetensors with ``metadata``, atomically (``resnetzoo.save_weights``).
 
     Raises:
-        OSError: the file cannot be written (a full disk: safetensors' own error, which
-            is not an ``OSError``, is turned into one naming ``path``).
+        OSError: the file cannot be written (a full disk, a read-only folder).
     """
-    try:
-        save_weights(model, path, overwrite=True, metadata=dict(metadata))
-    except SafetensorError as e:
-        full = "StorageFull" in str(e) or "No space" in str(e)
-        raise OSError(errno.ENOSPC if full else errno.EIO, f"could not write the weights ({e})", str(path)) from e
+    save_weights(model, path, overwrite=True, metadata=dict(metadata))
 
 
 def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> None:
@@ -114,12 +105,7 @@ def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> None
         OSError: the file cannot be written (a full disk, a read-only folder); the
             previous checkpoint is intact and the error names ``path``.
     """
-    # Serialised in memory first: torch.save turns a failed write (a full disk) into a
-    # RuntimeError without the cause, while a plain file write raises the OSError.
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(buffer.getbuffer())
+    save_torch(path, state)
 
 
 def load_checkpoint(path: str | os.PathLike[str], *, resumable: bool = False) -> dict[str, Any]:
