@@ -114,7 +114,7 @@ def test_activations_fused_into_convolutions_keep_the_output(act, randomize):
     assert ("conv1", "act1") in fast.inference_report.fused
     assert sum(isinstance(m, FusedConv2d) for m in fast.modules()) >= 9
     _assert_close_relative(_outputs(fast, x), _outputs(model, x))
-    assert set(fast.state_dict()) <= set(model.state_dict()) | {k.replace("weight", "bias") for k in model.state_dict()}
+    assert set(fast.module.state_dict()) <= set(model.state_dict()) | {k.replace("weight", "bias") for k in model.state_dict()}
 
 
 def test_packed_weights_follow_weight_changes_and_copies(randomize):

@@ -14,6 +14,8 @@ __all__ = [
     "ChecksumError",
     "DownloadError",
     "ExportError",
+    "MissingDependencyError",
+    "QuantizationError",
     "ResNetZooError",
     "WeightsLoadError",
     "WeightsUnavailableError",
@@ -34,8 +36,18 @@ class ArchitectureError(CheckpointError):
 
 
 class ExportError(ResNetZooError, ValueError):
-    """A model cannot be written in another library's format: that library's ResNet cannot
-    express it (a deep stem for torchvision, GroupNorm for transformers …)."""
+    """A model cannot be exported: another library's ResNet cannot express it (a deep stem
+    for torchvision, GroupNorm for transformers …), ``torch.export`` cannot trace it, or the
+    written ONNX / ``.pt2`` file does not compute what the model does.
+
+    Attributes:
+        report: the :class:`~resnetzoo.inference.ExportReport` of a failed verification,
+            or None.
+    """
+
+    def __init__(self, message: str, report: object = None) -> None:
+        super().__init__(message)
+        self.report = report
 
 
 class ChecksumError(CheckpointError):
@@ -59,5 +71,21 @@ class WeightsLoadError(ResNetZooError, RuntimeError):
     """
 
     def __init__(self, message: str, report: object) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+class MissingDependencyError(ResNetZooError, ImportError):
+    """An optional dependency is not installed; the message names the extra that brings it."""
+
+
+class QuantizationError(ResNetZooError, RuntimeError):
+    """A quantized model misses its accuracy budget or is slower than the float model it replaces.
+
+    Attributes:
+        report: the :class:`~resnetzoo.inference.QuantizationReport` that shows why.
+    """
+
+    def __init__(self, message: str, report: object = None) -> None:
         super().__init__(message)
         self.report = report
