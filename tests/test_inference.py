@@ -5,6 +5,8 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import pickle
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +20,7 @@ import resnetzoo
 from resnetzoo import BasicBlock, Bottleneck, ResNet
 from resnetzoo.inference import (
     FusedConv2d,
+    InferenceModel,
     InferenceReport,
     fold_batchnorms,
     optimize_for_inference,
@@ -243,6 +246,48 @@ def test_works_inside_inference_mode_and_report_text(randomize):
     assert len(fast.inference_report.folded) == 12
     assert isinstance(fast.inference_report, InferenceReport)
     assert str(fast.inference_report).startswith("folded 12 of 12 norms")
+
+
+def test_returns_a_wrapper_and_leaves_forward_alone(randomize):
+    model = randomize(ResNet(**TINY, block="basic")).eval()
+    x = torch.randn(2, 3, 32, 32)
+    fast = optimize_for_inference(model)
+    assert isinstance(fast, InferenceModel) and type(fast.module) is ResNet
+    assert "forward" not in vars(fast.module)  # the network's own forward, not a patched one
+    assert isinstance(fast.inference_report, InferenceReport) and "inference_report" not in vars(fast.module)
+    assert fast.num_classes == 10 and fast.fc is fast.module.fc  # attributes come from the network
+    with torch.no_grad():
+        features = fast.forward_features(x)
+    assert features.shape == (2, 64, 1, 1)
+    assert set(fast.state_dict()) == {f"module.{k}" for k in fast.module.state_dict()}
+    with pytest.raises(ValueError, match="already optimised"):
+        optimize_for_inference(fast)
+
+
+def test_optimised_models_pickle_and_copy(randomize):
+    model = randomize(ResNet(**TINY, block="bottleneck")).eval()
+    x = torch.randn(2, 3, 32, 32)
+    fast = optimize_for_inference(model, dtype=torch.bfloat16)
+    expected = _outputs(fast, x)
+    for twin in (pickle.loads(pickle.dumps(fast)), copy.deepcopy(fast)):
+        assert isinstance(twin, InferenceModel) and twin.inference_report == fast.inference_report
+        assert torch.equal(_outputs(twin, x), expected)
+
+
+def test_private_onednn_ops_are_called_from_one_module_only():
+    private_op = re.compile(r"torch\.ops\.mkldnn\._[a-z]|mkldnn\._[a-z]\w*\(")
+    files = [*(ROOT / "src").rglob("*.py"), *(ROOT / "benchmarks").rglob("*.py")]
+    users = sorted(str(p.relative_to(ROOT)) for p in files if private_op.search(p.read_text()))
+    assert users == ["src/resnetzoo/inference/onednn.py"]
+
+
+def test_importing_the_inference_api_imports_no_optional_dependency():
+    code = ("import sys, torch, resnetzoo, resnetzoo.inference as i; "
+            "i.optimize_for_inference(resnetzoo.resnet18(num_classes=4)); "
+            "print(sorted(m for m in ('onnx', 'onnxruntime', 'onnxscript', 'torchao') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "[]"
 
 
 @pytest.mark.slow

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import logging
 import math
 import statistics
@@ -76,8 +77,6 @@ class LayerRange:
         channel_ratio: the largest channel's peak ``|x|`` over the median channel's.
         outlier: ``max(|min|, |max|) > 10 * p999`` (outlier values) or
             ``channel_ratio > 10`` (an outlier channel).
-        sqnr_db: signal-to-quantization-noise ratio of the layer's output when only it
-            is quantized (computed when a fallback was needed), else None.
     """
 
     name: str
@@ -86,7 +85,6 @@ class LayerRange:
     p999: float
     channel_ratio: float
     outlier: bool
-    sqnr_db: float | None = None
 
 
 @dataclass(frozen=True)
@@ -95,7 +93,10 @@ class QuantizationReport:
 
     Attributes:
         layers: one :class:`LayerRange` per convolution and linear layer.
-        fallback: layers kept in float32 to meet the budget, in the order they were.
+        fallback: layers or blocks kept in float32 to meet the budget, in the order they were.
+        sensitivity_db: per layer and per block, the signal-to-quantization-noise ratio
+            of its output when only it is quantized (lower: more sensitive), in dB;
+            measured only when a fallback was needed. See :func:`quantize`.
         eval_images: held-out images compared.
         agreement: top-1 agreement with the float32 model, in percent.
         accuracy_fp32, accuracy_int8: top-1 accuracy in percent where labels were given.
@@ -113,6 +114,7 @@ class QuantizationReport:
 
     layers: tuple[LayerRange, ...]
     fallback: tuple[str, ...]
+    sensitivity_db: dict[str, float]
     eval_images: int
     agreement: float
     accuracy_fp32: float | None
@@ -140,7 +142,7 @@ class QuantizationReport:
     def __str__(self) -> str:
         measure = "accuracy" if self.accuracy_fp32 is not None else "disagreement"
         lines = [
-            f"int8: {len(self.layers) - len(self.fallback)} of {len(self.layers)} layers quantized; "
+            f"int8: {len(self.layers)} layers, {len(self.fallback)} layers or blocks kept in float32; "
             f"top-1 agreement with float32 {self.agreement:.2f} % on {self.eval_images} held-out images",
         ]
         if self.accuracy_fp32 is not None:
@@ -225,20 +227,6 @@ def _quantizable(network: nn.Module) -> dict[str, nn.Module]:
     return {name: m for name, m in network.named_modules() if isinstance(m, _QUANTIZABLE)}
 
 
-def _inputs(network: nn.Module, layers: dict[str, nn.Module], images: _Images,
-            visit: Callable[[str, nn.Module, torch.Tensor], None]) -> None:
-    """Run ``network`` over ``images``, calling ``visit(name, layer, input)`` for every layer call."""
-    handles = [layer.register_forward_pre_hook(lambda m, args, name=name: visit(name, m, args[0]))
-               for name, layer in layers.items()]
-    try:
-        with torch.no_grad():
-            for batch, _ in images:
-                network(batch)
-    finally:
-        for handle in handles:
-            handle.remove()
-
-
 def _ranges(network: nn.Module, layers: dict[str, nn.Module], images: _Images) -> dict[str, LayerRange]:
     """Each layer's calibrated input range, 99.9th percentile of ``|input|`` (from a sample) and channel peaks."""
     low: dict[str, float] = {}
@@ -257,7 +245,7 @@ def _ranges(network: nn.Module, layers: dict[str, nn.Module], images: _Images) -
         pick = torch.randint(flat.numel(), (min(flat.numel(), _SAMPLES_PER_LAYER // 4),), generator=gen)
         samples.setdefault(name, []).append(flat[pick].abs())
 
-    _inputs(network, layers, images, visit)
+    _observe(network, images, before={name: functools.partial(visit, name) for name in layers}, after={})
     ranges = {}
     for name in layers:
         if name not in samples:  # never ran
@@ -270,34 +258,87 @@ def _ranges(network: nn.Module, layers: dict[str, nn.Module], images: _Images) -
     return ranges
 
 
-def _sqnr(network: nn.Module, layers: dict[str, nn.Module], images: _Images,
-          ranges: dict[str, LayerRange]) -> dict[str, float]:
-    """Per layer, the SQNR (dB) of its output when only its input and weight are fake-quantized.
+def _fake_quant_uint8(x: torch.Tensor, low: float, high: float) -> torch.Tensor:
+    """``x`` through uint8 per-tensor quantization over ``[low, high]`` (widened to hold 0), and back."""
+    low, high = min(low, 0.0), max(high, 0.0)
+    scale = max(high - low, 1e-8) / 255
+    return torch.fake_quantize_per_tensor_affine(x, scale, round(-low / scale), 0, 255)
 
-    Inputs as uint8 per tensor over the calibrated range, weights as int8 per output
-    channel (symmetric): the x86 Inductor quantizer's scheme, with min/max in place of
-    its histogram (this ranks layers; it does not predict the final error).
+
+def _fake_quant_weight(w: torch.Tensor) -> torch.Tensor:
+    """``w`` through int8 symmetric per-output-channel quantization, and back."""
+    scale = (w.detach().abs().amax(dim=tuple(range(1, w.ndim))) / 127.5).clamp_min(1e-12).float()
+    return torch.fake_quantize_per_channel_affine(w, scale, torch.zeros_like(scale, dtype=torch.int32), 0, -128, 127)
+
+
+def _blocks(network: nn.Module) -> dict[str, nn.Module]:
+    """Modules other than the root that hold a quantizable layer directly: residual blocks, shortcuts."""
+    return {name: m for name, m in network.named_modules()
+            if name and any(isinstance(child, _QUANTIZABLE) for child in m.children())}
+
+
+def _observe(network: nn.Module, images: _Images, *, before: dict[str, Callable[[nn.Module, torch.Tensor], None]],
+             after: dict[str, Callable[[torch.Tensor], None]]) -> None:
+    """Run ``network`` over ``images``: ``before[name](module, input)`` and ``after[name](output)`` per call."""
+    modules = dict(network.named_modules())
+    handles = [modules[name].register_forward_pre_hook(lambda m, args, fn=fn: fn(m, args[0]))
+               for name, fn in before.items()]
+    handles += [modules[name].register_forward_hook(
+        lambda m, args, out, fn=fn: fn(out) if isinstance(out, torch.Tensor) else None)
+        for name, fn in after.items()]
+    try:
+        with torch.no_grad():
+            for batch, _ in images:
+                network(batch)
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _sensitivity(network: nn.Module, layers: dict[str, nn.Module], images: _Images,
+                 ranges: dict[str, LayerRange]) -> dict[str, float]:
+    """How much signal each unit's own quantization loses: SQNR in dB (lower: more sensitive).
+
+    Two kinds of units, matching what the x86 quantizer quantizes: a convolution or
+    linear layer (its input as uint8 per tensor over the calibrated range, its weight
+    as int8 per output channel; min/max stand in for the quantizer's histogram), and a
+    block holding such layers (its output per tensor: the quantizer also quantizes the
+    output of ``conv -> add -> relu`` and the shortcut it adds). This ranks units; it
+    does not predict the final error.
     """
+    blocks = _blocks(network)
+    low: dict[str, float] = {}
+    high: dict[str, float] = {}
+
+    def output_range(name: str) -> Callable[[torch.Tensor], None]:
+        def record(out: torch.Tensor) -> None:
+            low[name] = min(low.get(name, math.inf), out.min().item())
+            high[name] = max(high.get(name, -math.inf), out.max().item())
+        return record
+
+    _observe(network, images, before={}, after={name: output_range(name) for name in blocks})
     signal: dict[str, float] = {}
     noise: dict[str, float] = {}
 
-    def fake_quant(name: str, layer: nn.Module, x: torch.Tensor) -> None:
-        r = ranges[name]
-        low, high = min(r.min, 0.0), max(r.max, 0.0)
-        scale = max(high - low, 1e-8) / 255
-        xq = torch.fake_quantize_per_tensor_affine(x, scale, round(-low / scale), 0, 255)
-        w = layer.weight
-        w_scale = (w.detach().abs().amax(dim=tuple(range(1, w.ndim))) / 127.5).clamp_min(1e-12).float()
-        wq = torch.fake_quantize_per_channel_affine(w, w_scale, torch.zeros_like(w_scale, dtype=torch.int32),
-                                                    0, -128, 127)
-        run = (lambda v, k: layer._conv_forward(v, k, layer.bias)) if isinstance(layer, nn.Conv2d) else (
-            lambda v, k: F.linear(v, k, layer.bias))
-        exact, approx = run(x, w), run(xq, wq)
-        signal[name] = signal.get(name, 0.0) + exact.pow(2).sum().item()
-        noise[name] = noise.get(name, 0.0) + (exact - approx).pow(2).sum().item()
+    def add(name: str, exact: torch.Tensor, approx: torch.Tensor) -> None:
+        signal[name] = signal.get(name, 0.0) + exact.float().pow(2).sum().item()
+        noise[name] = noise.get(name, 0.0) + (exact.float() - approx.float()).pow(2).sum().item()
 
-    _inputs(network, {n: m for n, m in layers.items() if n in ranges}, images, fake_quant)
-    # A layer whose output is all zeros (a zero-initialised last norm, folded) loses nothing.
+    def layer_error(name: str) -> Callable[[nn.Module, torch.Tensor], None]:
+        def measure(layer: nn.Module, x: torch.Tensor) -> None:
+            xq, wq = _fake_quant_uint8(x, ranges[name].min, ranges[name].max), _fake_quant_weight(layer.weight)
+            if isinstance(layer, nn.Conv2d):
+                add(name, layer._conv_forward(x, layer.weight, layer.bias), layer._conv_forward(xq, wq, layer.bias))
+            else:
+                add(name, F.linear(x, layer.weight, layer.bias), F.linear(xq, wq, layer.bias))
+        return measure
+
+    def block_error(name: str) -> Callable[[torch.Tensor], None]:
+        return lambda out: add(name, out, _fake_quant_uint8(out, low[name], high[name]))
+
+    _observe(network, images, before={name: layer_error(name) for name in layers if name in ranges},
+             after={name: block_error(name) for name in blocks if name in low})
+    # A unit whose output is all zeros (a zero-initialised last norm, folded) loses nothing.
     return {name: math.inf if signal[name] == 0 or noise[name] == 0 else 10 * math.log10(signal[name] / noise[name])
             for name in signal}
 
@@ -478,8 +519,9 @@ def quantize(
         if scores.delta <= accuracy_budget:
             break
         if not sqnr:
-            sqnr = _sqnr(network, layers, calibration, ranges)
-        candidates = sorted((db, name) for name, db in sqnr.items() if name not in keep_float and db < math.inf)
+            sqnr = _sensitivity(network, layers, calibration, ranges)
+        candidates = sorted((db, name) for name, db in sqnr.items()
+                            if db < math.inf and not any(name == k or name.startswith(f"{k}.") for k in keep_float))
         if len(keep_float) >= max_fallbacks or not candidates:
             report = _report(ranges, sqnr, keep_float, held_out, scores, accuracy_budget, compile, {}, 0, started)
             raise QuantizationError(
@@ -521,9 +563,8 @@ def quantize(
 def _report(ranges: dict[str, LayerRange], sqnr: dict[str, float], keep_float: list[str], held_out: _Images,
             scores: _Scores, budget: float, compiled: bool, latency: dict[str, float], batch: int,
             started: float) -> QuantizationReport:
-    layers = tuple(dataclasses.replace(r, sqnr_db=sqnr.get(name)) for name, r in ranges.items())
     return QuantizationReport(
-        layers=layers, fallback=tuple(keep_float), eval_images=held_out.count, agreement=scores.agreement,
+        layers=tuple(ranges.values()), fallback=tuple(keep_float), sensitivity_db=dict(sqnr), eval_images=held_out.count, agreement=scores.agreement,
         accuracy_fp32=scores.accuracy_fp32, accuracy_int8=scores.accuracy_int8, accuracy_delta=scores.delta,
         budget=float(budget), compiled=compiled, latency_ms=latency, latency_batch=batch,
         cpu=str(cpu.cpu_features()), seconds=time.perf_counter() - started,

@@ -1,0 +1,181 @@
+"""resnetzoo.export: parity over the shape sweep, symbolic dimensions, metadata, and every refusal."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn as nn
+
+from resnetzoo import BasicBlock, ResNet
+from resnetzoo.errors import ExportError, MissingDependencyError
+from resnetzoo.inference import (
+    ExportReport,
+    Preprocessing,
+    exporter,
+    optimize_for_inference,
+    read_export_metadata,
+)
+from resnetzoo.inference import export as export_model
+
+TINY = {"layers": (1, 1, 1, 1), "widths": (8, 16, 32, 64), "stem_width": 8, "num_classes": 10}
+MODELS = {
+    "basic": {"block": "basic"},
+    "bottleneck": {"block": "bottleneck"},
+    "resnet-d": {"block": "bottleneck", "stem": "deep", "shortcut": "avgpool"},
+}
+SMALL_SWEEP = [(1, 64, 64), (3, 65, 80)]
+
+
+def _model(randomize, kind: str) -> nn.Module:
+    return randomize(ResNet(**TINY, **MODELS[kind])).eval()
+
+
+def _assert_verified(report: ExportReport, path: Path, shapes) -> None:
+    assert report.ok and report.path == path and path.is_file()
+    assert [(c.batch, c.height, c.width) for c in report.checks] == list(shapes)
+    assert all(c.ok and c.max_rel <= 1e-4 for c in report.checks), str(report)
+    assert [(d.name, d.symbolic) for d in report.dimensions] == [("batch", True), ("height", True), ("width", True)]
+    assert not any(p.name.startswith(".") for p in path.parent.iterdir())  # no staging file left
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", list(MODELS))
+def test_onnx_export_matches_eager_over_the_sweep(tmp_path, randomize, kind):
+    pytest.importorskip("onnxruntime")
+    model = _model(randomize, kind)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    path = tmp_path / "model.onnx"
+    names = [f"class {i}" for i in range(10)]
+    report = export_model(model, path, class_names=names)
+    _assert_verified(report, path, exporter.DEFAULT_SWEEP)
+    assert {(c.batch, c.height, c.width) for c in report.checks} >= {(17, 321, 479), (1, 225, 225), (3, 448, 448)}
+    # The sizes any ResNet accepts are not narrowed: no guard rejects a height or width.
+    assert all(d.minimum <= 1 and d.maximum is None and d.rejected == "" for d in report.dimensions)
+    meta = read_export_metadata(path)
+    assert meta == report.metadata and meta.class_names == tuple(names) and meta.num_classes == 10
+    assert meta.preprocessing == Preprocessing() and meta.output_names == ("logits",)
+    # onnxruntime users read the same JSON, and the graph names its dynamic axes.
+    import onnx
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert session.get_modelmeta().custom_metadata_map["resnetzoo"] == meta.to_json()
+    dims = onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim
+    assert [d.dim_param or d.dim_value for d in dims] == ["batch", 3, "height", "width"]
+    assert model.training is False and all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+
+
+@pytest.mark.slow
+def test_pt2_export_of_a_resnet_d_matches_eager_over_the_sweep(tmp_path, randomize):
+    model = _model(randomize, "resnet-d")
+    path = tmp_path / "model.pt2"
+    report = export_model(model, path, format="pt2", preprocessing=Preprocessing(mean=(0.5,) * 3, std=(0.25,) * 3))
+    _assert_verified(report, path, exporter.DEFAULT_SWEEP)
+    # torch keeps guards of the ceil-mode average pool on height and width, but none rejects a size.
+    assert all(d.rejected == "" for d in report.dimensions)
+    assert read_export_metadata(path).preprocessing.std == (0.25, 0.25, 0.25)
+    program = torch.export.load(path).module()
+    x = torch.randn(2, 3, 40, 52)
+    with torch.no_grad():
+        torch.testing.assert_close(program(x), model(x), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_an_optimised_model_exports_with_ordinary_convolutions(tmp_path, randomize):
+    pytest.importorskip("onnxruntime")
+    fast = optimize_for_inference(_model(randomize, "bottleneck"))
+    report = export_model(fast, tmp_path / "fast.onnx", check_shapes=SMALL_SWEEP)
+    _assert_verified(report, tmp_path / "fast.onnx", SMALL_SWEEP)
+    import onnx
+
+    ops = {node.op_type for node in onnx.load(str(tmp_path / "fast.onnx")).graph.node}
+    assert "Conv" in ops and "BatchNormalization" not in ops  # folded, and no private oneDNN op leaked in
+
+
+def test_a_failed_verification_writes_nothing(tmp_path, randomize, monkeypatch):
+    model = _model(randomize, "basic")
+    path = tmp_path / "model.pt2"
+
+    def broken(program, tmp, meta):  # an artefact that computes something else
+        written, run = real(program, tmp, meta)
+        return written, lambda x: [2 * y for y in run(x)]
+
+    real = exporter._write_pt2
+    monkeypatch.setattr(exporter, "_write_pt2", broken)
+    with pytest.raises(ExportError, match="not written") as err:
+        export_model(model, path, format="pt2", check_shapes=[(1, 64, 64)])
+    assert not err.value.report.ok and err.value.report.checks[0].max_rel > 0.1
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_guards_that_narrow_a_dimension_are_reported():
+    guard = "(1 + (((-1) + L['x'].size()[2]) // 32)) != 1"
+    assert exporter._rejected([guard], (2, 3, 224, 224), 2) == "1-32"
+    pool = "2*(((-1) + L['x'].size()[2]) // 8) < 1 + (((-1) + L['x'].size()[2]) // 4)"
+    assert exporter._rejected([pool], (2, 3, 224, 224), 2) == ""
+
+
+class DataDependentBlock(BasicBlock):
+    """A block whose forward branches on tensor values: torch.export cannot trace it."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = super().forward(x)
+        return out if out.sum() > 0 else -out
+
+
+@pytest.mark.parametrize(
+    ("change", "error", "match"),
+    [
+        ({"train": True}, ValueError, r"training mode; call model.eval\(\) first"),
+        ({"format": "tflite"}, ValueError, "format must be one of 'onnx', 'pt2'"),
+        ({"class_names": ["a", "b"]}, ValueError, "class_names has 2 names but the model has 10 classes"),
+        ({"tolerance": 0}, ValueError, "tolerance must be a number"),
+        ({"check_shapes": [(1, 64)]}, ValueError, "check_shapes must be"),
+        ({"bf16": True}, ValueError, "export a float32 model"),
+        ({"preprocessing": Preprocessing(input_size=(1, 224, 224), mean=(0.5,), std=(0.5,))}, ValueError,
+         "model takes 3 channels"),
+    ],
+)
+def test_bad_input_gets_one_clear_line(tmp_path, change, error, match):
+    model = ResNet(**TINY, block="basic").eval()
+    if change.pop("train", False):
+        model.train()
+    if change.pop("bf16", False):
+        model = optimize_for_inference(model, dtype=torch.bfloat16)
+    with pytest.raises(error, match=match):
+        export_model(model, tmp_path / "m.pt2", **{"format": "pt2", **change})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_existing_file_is_never_overwritten_without_asking(tmp_path):
+    path = tmp_path / "model.onnx"
+    path.write_bytes(b"mine")
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        export_model(ResNet(**TINY, block="basic").eval(), path)
+    assert path.read_bytes() == b"mine"
+
+
+def test_a_missing_extra_is_named(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime now raises ImportError
+    with pytest.raises(MissingDependencyError, match=r"pip install 'resnetzoo\[export\]'"):
+        export_model(ResNet(**TINY, block="basic").eval(), tmp_path / "m.onnx")
+
+
+def test_a_block_that_cannot_trace_is_named(tmp_path):
+    model = ResNet(**TINY, block=DataDependentBlock).eval()
+    with pytest.raises(ExportError, match=r"could not trace DataDependentBlock at 'layer1.0'.*traceable"):
+        export_model(model, tmp_path / "m.pt2", format="pt2")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_metadata_of_a_file_without_it_is_refused(tmp_path):
+    plain = tmp_path / "plain.pt2"
+    program = torch.export.export(nn.Conv2d(3, 4, 3).eval(), (torch.randn(1, 3, 8, 8),))
+    torch.export.save(program, plain)
+    with pytest.raises(ValueError, match="holds no resnetzoo metadata"):
+        read_export_metadata(plain)
+    with pytest.raises(FileNotFoundError):
+        read_export_metadata(tmp_path / "missing.onnx")
