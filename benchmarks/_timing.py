@@ -127,20 +127,31 @@ def _version(module: str) -> str | None:
 
 
 def machine_info(device: torch.device) -> dict[str, Any]:
-    """What the numbers were measured on: CPU, cores, threads, GPU, library versions."""
+    """What the numbers were measured on: CPU and its features, cores, threads, GPU, library versions.
+
+    The CPU features are resnetzoo's probe (:func:`resnetzoo.inference.cpu_features`),
+    which is what chose the kernels, so a forced probe (``--emulate-avx2``) shows here.
+    """
+    from resnetzoo.inference import cpu
+
+    features = cpu.cpu_features()
     info: dict[str, Any] = {
         "cpu": _cpu_model(),
         "cpu_cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
-        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "cpu_bf16": bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()),
-        "cpu_amx": bool(torch.cpu._is_amx_tile_supported()),
+        "cpu_capability": features.capability,
+        "cpu_features": str(features),
+        "cpu_bf16": features.onednn_bf16,
+        "cpu_amx": features.amx,
+        "emulated": os.environ.get("RESNETZOO_BENCH_EMULATE", ""),
         "device": str(device),
         "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
         "python": platform.python_version(),
         "torch": torch.__version__,
         "torchvision": _version("torchvision"),
         "timm": _version("timm"),
+        "onnxruntime": _version("onnxruntime"),
+        "torchao": _version("torchao"),
         "platform": platform.platform(),
     }
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -179,3 +180,29 @@ def test_metadata_of_a_file_without_it_is_refused(tmp_path):
         read_export_metadata(plain)
     with pytest.raises(FileNotFoundError):
         read_export_metadata(tmp_path / "missing.onnx")
+
+
+@pytest.mark.slow
+def test_cli_exports_a_recipe_checkpoint_with_its_classes_and_normalisation(tmp_path, monkeypatch, capsys):
+    from resnetzoo.cli import main
+    from resnetzoo.remap import save_weights
+
+    monkeypatch.setattr(exporter, "DEFAULT_SWEEP", ((1, 64, 64),))
+    model = ResNet(**{**TINY, "num_classes": 3}, block="basic", arch="resnet18").eval()
+    classes = ["Black_footed_Albatross", "Laysan_Albatross", "Sooty_Albatross"]
+    checkpoint = tmp_path / "best.safetensors"
+    save_weights(model, checkpoint, metadata={
+        "classes": json.dumps(classes), "mean": json.dumps([0.5, 0.4, 0.3]), "std": json.dumps([0.2, 0.2, 0.2]),
+        "img_size": "448", "resize": "512", "resize_mode": "square"})
+    monkeypatch.setattr("resnetzoo.create_model", lambda arch, **kw: ResNet(**{**TINY, **kw}, block="basic", arch=arch))
+    out = tmp_path / "birds.pt2"
+    assert main(["export", str(checkpoint), str(out), "--arch", "resnet18"]) == 0
+    assert "verified pt2 export of resnet18" in capsys.readouterr().out
+    meta = read_export_metadata(out)
+    assert meta.class_names == tuple(classes) and meta.architecture == "resnet18"
+    assert meta.preprocessing == Preprocessing(input_size=(3, 448, 448), mean=(0.5, 0.4, 0.3), std=(0.2, 0.2, 0.2),
+                                               resize_size=512, crop_pct=448 / 512, resize_mode="square")
+    assert main(["export", str(checkpoint), str(out), "--arch", "resnet18"]) == 2
+    assert "already exists; pass --overwrite" in capsys.readouterr().err
+    assert main(["export", str(checkpoint), str(tmp_path / "birds.tflite"), "--arch", "resnet18"]) == 2
+    assert "name it .onnx or .pt2" in capsys.readouterr().err

@@ -21,7 +21,14 @@ import torch.nn.functional as F
 
 import resnetzoo
 from resnetzoo import ResNet
-from resnetzoo.inference import CpuFeatures, FusedConv2d, cpu, cpu_features, onednn, optimize_for_inference
+from resnetzoo.inference import (
+    CpuFeatures,
+    FusedConv2d,
+    cpu,
+    cpu_features,
+    onednn,
+    optimize_for_inference,
+)
 from resnetzoo.inference.kernels import choose_kernels
 
 TINY = {"layers": (1, 1, 1, 1), "widths": (8, 16, 32, 64), "stem_width": 8, "num_classes": 10}

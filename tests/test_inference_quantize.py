@@ -19,7 +19,14 @@ import torch.nn.functional as F
 
 from resnetzoo import ResNet
 from resnetzoo.errors import QuantizationError
-from resnetzoo.inference import CpuFeatures, InferenceModel, cpu, optimize_for_inference, quantization, quantize
+from resnetzoo.inference import (
+    CpuFeatures,
+    InferenceModel,
+    cpu,
+    optimize_for_inference,
+    quantization,
+    quantize,
+)
 
 pytest.importorskip("torchao")
 

@@ -28,14 +28,21 @@ _EXPORTS: dict[str, str] = {
     "ChecksumError": "resnetzoo.errors",
     "DownloadError": "resnetzoo.errors",
     "ExportError": "resnetzoo.errors",
+    "MissingDependencyError": "resnetzoo.errors",
+    "QuantizationError": "resnetzoo.errors",
     "ResNetZooError": "resnetzoo.errors",
     "WeightsLoadError": "resnetzoo.errors",
     "WeightsUnavailableError": "resnetzoo.errors",
     "GroupNorm32": "resnetzoo.factories",
     "known_names": "resnetzoo.factories",
     "resolve": "resnetzoo.factories",
+    "ExportReport": "resnetzoo.inference",
+    "InferenceModel": "resnetzoo.inference",
     "InferenceReport": "resnetzoo.inference",
+    "QuantizationReport": "resnetzoo.inference",
+    "export": "resnetzoo.inference",
     "optimize_for_inference": "resnetzoo.inference",
+    "quantize": "resnetzoo.inference",
     "create_model": "resnetzoo.registry",
     "create_model_from_checkpoint": "resnetzoo.registry",
     "inspect_checkpoint": "resnetzoo.registry",
@@ -89,12 +96,22 @@ if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, imported e
         ChecksumError,
         DownloadError,
         ExportError,
+        MissingDependencyError,
+        QuantizationError,
         ResNetZooError,
         WeightsLoadError,
         WeightsUnavailableError,
     )
     from resnetzoo.factories import GroupNorm32, known_names, resolve
-    from resnetzoo.inference import InferenceReport, optimize_for_inference
+    from resnetzoo.inference import (
+        ExportReport,
+        InferenceModel,
+        InferenceReport,
+        QuantizationReport,
+        export,
+        optimize_for_inference,
+        quantize,
+    )
     from resnetzoo.models import *  # noqa: F403  (one constructor per architecture)
     from resnetzoo.registry import (
         create_model,

@@ -14,6 +14,7 @@ Examples::
     resnetzoo convert mmpretrain.pth hf-folder --to transformers
     resnetzoo list 'resnet5*'
     resnetzoo download resnet50.tv2_in1k
+    resnetzoo export runs/cub200/best.safetensors birds.onnx --arch resnet50
 
 torch takes seconds to import on a busy machine, so this module imports it (and
 everything that needs it) only inside the subcommands that use it: ``--help``,
@@ -185,6 +186,37 @@ def _list(args: argparse.Namespace) -> int:
     return _EXIT_OK
 
 
+def _export(args: argparse.Namespace) -> int:
+    from resnetzoo.inference import Preprocessing, export
+    from resnetzoo.registry import create_model_from_checkpoint
+    from resnetzoo.remap import load_weights
+
+    output = Path(args.output)
+    fmt = args.format or {".onnx": "onnx", ".pt2": "pt2"}.get(output.suffix.lower())
+    if fmt is None:
+        raise _UsageError(f"cannot tell the format from {output.name!r}; name it .onnx or .pt2, or give --format")
+    if output.exists() and not args.overwrite:
+        raise FileExistsError(f"{output} already exists; pass --overwrite to replace it")
+    loaded = _read(args.checkpoint)
+    if args.arch:
+        model = _named_model(args, loaded)
+        load_weights(model, loaded, strict=True, ignore_head=args.ignore_head, prefix=args.prefix)
+    else:
+        overrides = {} if args.num_classes is None else {"num_classes": args.num_classes}
+        model, _ = create_model_from_checkpoint(loaded, prefix=args.prefix, strict=True,
+                                                ignore_head=args.ignore_head, **overrides)
+    meta = loaded.metadata
+    class_names = json.loads(meta["classes"]) if "classes" in meta and not args.ignore_head else None
+    preprocessing = Preprocessing.from_metadata(meta, in_chans=model.in_chans) if "mean" in meta else None
+    report = export(model.eval(), output, format=fmt, class_names=class_names, preprocessing=preprocessing,
+                    overwrite=args.overwrite)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print(report)
+    return _EXIT_OK
+
+
 def _download(args: argparse.Namespace) -> int:
     import resnetzoo.weights
 
@@ -194,7 +226,7 @@ def _download(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------- public API
 def build_parser() -> argparse.ArgumentParser:
-    """Return the ``resnetzoo`` argument parser (subcommands inspect, convert, list, download)."""
+    """Return the ``resnetzoo`` argument parser (subcommands inspect, convert, list, download, export)."""
     parser = argparse.ArgumentParser(prog="resnetzoo", description="ResNet checkpoints and weights.")
     parser.add_argument("--version", action="version", version=f"resnetzoo {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -253,6 +285,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("list", help="list architectures and pretrained weight sets")
     p.add_argument("pattern", nargs="?", help="shell-style filter, e.g. 'resnet5*' or '*.tv2_in1k'")
     p.set_defaults(run=_list)
+
+    p = sub.add_parser(
+        "export",
+        help="export a checkpoint to ONNX or a torch.export program, verified against the eager model",
+        description="Load a checkpoint strictly, export it with dynamic batch, height and width, and check the "
+        "written file against the eager model over a sweep of shapes before keeping it. Class names and "
+        "normalisation saved by the fine-tuning recipe go into the file's metadata. ONNX needs "
+        "pip install 'resnetzoo[export]'.",
+    )
+    p.add_argument("checkpoint", help="file (.safetensors, .pth, .pt, .bin, .ckpt), URL or hf-hub:org/repo")
+    p.add_argument("output", help="destination .onnx or .pt2 file")
+    model_options(p)
+    p.add_argument("--format", choices=("onnx", "pt2"), help="default: from the output's suffix")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    p.add_argument("--json", action="store_true", help="print the export report as JSON")
+    p.set_defaults(run=_export)
 
     p = sub.add_parser("download", help="download (or find in the cache) a weight set and print its path")
     p.add_argument("name", help="weight set, e.g. resnet50.tv2_in1k, or an architecture for its default")

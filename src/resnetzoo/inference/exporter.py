@@ -77,9 +77,11 @@ class Preprocessing:
         mean: per-channel mean subtracted after scaling pixels to ``[0, 1]``.
         std: per-channel standard deviation divided by after that.
         interpolation: ``"bilinear"``, ``"bicubic"`` or ``"nearest"`` resize.
-        resize_size: shorter-side resize before the centre crop, or None to use
+        resize_size: resize before the centre crop, or None to use
             ``input_size[1] / crop_pct``.
         crop_pct: centre-crop fraction.
+        resize_mode: ``"shorter"`` (the shorter side to ``resize_size``, torchvision's
+            evaluation transform) or ``"square"`` (both sides, as the CUB-200 recipe does).
     """
 
     input_size: tuple[int, int, int] = (3, 224, 224)
@@ -88,12 +90,33 @@ class Preprocessing:
     interpolation: str = "bilinear"
     resize_size: int | None = None
     crop_pct: float = 0.875
+    resize_mode: str = "shorter"
 
     @classmethod
     def from_spec(cls, spec: Any) -> Preprocessing:
         """The preprocessing of a :class:`~resnetzoo.weights.WeightSpec`."""
         return cls(input_size=tuple(spec.input_size), mean=tuple(spec.mean), std=tuple(spec.std),
                    interpolation=spec.interpolation, resize_size=spec.resize_size, crop_pct=spec.crop_pct)
+
+    @classmethod
+    def from_metadata(cls, metadata: dict[str, str], *, in_chans: int = 3) -> Preprocessing:
+        """The preprocessing a fine-tuning recipe saved in a ``.safetensors`` file's metadata.
+
+        Reads ``mean`` and ``std`` (JSON lists), ``img_size``, ``resize`` and ``resize_mode``
+        as ``resnetzoo.recipes`` writes them in ``best.safetensors``.
+
+        Raises:
+            ValueError: a value is missing or malformed.
+        """
+        try:
+            size = int(metadata.get("img_size", 224))
+            resize = int(metadata["resize"]) if "resize" in metadata else None
+            return cls(input_size=(in_chans, size, size), mean=tuple(float(v) for v in json.loads(metadata["mean"])),
+                       std=tuple(float(v) for v in json.loads(metadata["std"])), resize_size=resize,
+                       crop_pct=size / resize if resize else 0.875,
+                       resize_mode=metadata.get("resize_mode", "shorter"))
+        except (KeyError, ValueError, TypeError) as err:
+            raise ValueError(f"the checkpoint's preprocessing metadata is malformed ({type(err).__name__}: {err})") from err
 
 
 @dataclass(frozen=True)
@@ -585,7 +608,7 @@ def export(
     format: str = "onnx",
     class_names: Sequence[str] | None = None,
     preprocessing: Preprocessing | None = None,
-    check_shapes: Sequence[tuple[int, int, int]] = DEFAULT_SWEEP,
+    check_shapes: Sequence[tuple[int, int, int]] | None = None,
     tolerance: float = 1e-4,
     opset: int | None = None,
     overwrite: bool = False,
@@ -610,7 +633,7 @@ def export(
             (``model.pretrained_cfg``) when the head still has their classes.
         preprocessing: default: the pretrained weights', else ImageNet's at 224 px.
         check_shapes: ``(batch, height, width)`` shapes to verify; default
-            batch {1, 3, 17} x {224, 225, 448, 321x479}.
+            (:data:`DEFAULT_SWEEP`) batch {1, 3, 17} x {224, 225, 448, 321x479}.
         tolerance: the largest relative difference accepted (max abs difference over
             the largest absolute eager output).
         opset: ONNX opset (default: torch's).
@@ -627,6 +650,7 @@ def export(
             the model does (``err.report`` says where); nothing is written then.
     """
     started = time.perf_counter()
+    check_shapes = DEFAULT_SWEEP if check_shapes is None else check_shapes
     network, path = _check_arguments(model, path, format, overwrite, tolerance, check_shapes)
     if format == "onnx":  # fail before minutes of tracing, not after
         for module in ("onnx", "onnxscript", "onnxruntime"):
