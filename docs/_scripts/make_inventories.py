@@ -219,6 +219,7 @@ INVENTORIES: dict[str, Inventory] = {
                 ("torch.dtype", "class", "tensor_attributes.html"),
                 ("torch.device", "class", "tensor_attributes.html"),
                 ("torch.autocast", "class", "amp.html"),
+                ("torch.autograd.graph.Node", "class", "autograd.html"),
                 ("torch.utils.data.Dataset", "class", "data.html"),
                 ("torch.utils.data.DataLoader", "class", "data.html"),
                 ("torch.utils.data.distributed.DistributedSampler", "class", "data.html"),

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import importlib.metadata
 import json
 import os
 import time
@@ -36,6 +35,8 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from resnetzoo._io import atomic_path
+from resnetzoo._version import __version__
 from resnetzoo.errors import ExportError, MissingDependencyError
 from resnetzoo.inference.graph import CONVS
 from resnetzoo.inference.optimize import InferenceModel
@@ -332,13 +333,6 @@ def _check_arguments(model: Any, path: Any, format: Any, overwrite: bool, tolera
     return network, path
 
 
-def _resnetzoo_version() -> str:
-    try:
-        return importlib.metadata.version("resnetzoo")
-    except importlib.metadata.PackageNotFoundError:  # run from a source tree that is not installed
-        return "unknown"
-
-
 def _in_chans(model: nn.Module) -> int:
     in_chans = getattr(model, "in_chans", None)
     if isinstance(in_chans, int):
@@ -378,7 +372,7 @@ def _metadata(model: nn.Module, *, class_names: Sequence[str] | None,
         class_names=class_names,
         preprocessing=preprocessing,
         weights=getattr(spec, "name", None),
-        versions={"resnetzoo": _resnetzoo_version(), "torch": torch.__version__},
+        versions={"resnetzoo": __version__, "torch": torch.__version__},
     )
 
 
@@ -527,8 +521,11 @@ def _write_onnx(program: torch.export.ExportedProgram, example: torch.Tensor, tm
 def _write_pt2(program: torch.export.ExportedProgram, tmp: Path,
                meta: ExportMetadata) -> tuple[dict[int, bool], Callable[[torch.Tensor], list[torch.Tensor]]]:
     """Write the ``.pt2`` file; return which axes it holds as symbols, and a function running what was written."""
-    torch.export.save(program, tmp, extra_files={_PT2_EXTRA: meta.to_json()})
-    written = torch.export.load(tmp)
+    # Through file objects: torch.export checks that a path ends in .pt2, and the staging name does not.
+    with open(tmp, "wb") as handle:
+        torch.export.save(program, handle, extra_files={_PT2_EXTRA: meta.to_json()})
+    with open(tmp, "rb") as handle:
+        written = torch.export.load(handle)
     placeholder = next(n for n in written.graph.nodes
                        if n.op == "placeholder" and n.name in written.graph_signature.user_inputs)
     shape = placeholder.meta["val"].shape
@@ -589,16 +586,6 @@ def _sweep(model: nn.Module, run: Callable[[torch.Tensor], list[torch.Tensor]], 
         ok = max_rel <= tolerance and all(torch.isfinite(a).all() for a in actual)
         checks.append(ShapeCheck(batch, height, width, max_abs, max_rel, bool(ok)))
     return tuple(checks)
-
-
-@contextlib.contextmanager
-def _staged(path: Path, suffix: str) -> Iterator[Path]:
-    """A temporary name beside ``path`` ending in ``suffix``, removed unless the caller moved it into place."""
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{suffix}")
-    try:
-        yield tmp
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def export(
@@ -664,7 +651,7 @@ def export(
     if outputs > 1 or not meta.num_classes:
         names = ("features",) if outputs == 1 else tuple(f"features_{i}" for i in range(outputs))
         meta = dataclasses.replace(meta, output_names=names)
-    with _staged(path, f".{format}") as tmp:  # torch.export.save wants a .pt2 name
+    with atomic_path(path) as tmp:  # moved into place only if the block ends without an exception
         if format == "onnx":
             symbolic = _write_onnx(program, example, tmp, meta, opset)
             run = _onnx_runner(tmp)
@@ -677,7 +664,6 @@ def export(
         if not report.ok:
             raise ExportError(f"not written: the exported model does not compute what the model does\n{report}",
                               report)
-        os.replace(tmp, path)
     return report
 
 

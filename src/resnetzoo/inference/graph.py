@@ -17,7 +17,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-__all__ = ["CONVS", "Node", "Trace", "replace_module", "sample_input", "trace_modules"]
+__all__ = ["CONVS", "Trace", "replace_module", "sample_input", "trace_modules"]
 
 CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 SAMPLE_SIZE = 64  # pixels; enough for output stride 32 and cheap for any ResNet
