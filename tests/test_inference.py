@@ -281,6 +281,7 @@ def test_private_onednn_ops_are_called_from_one_module_only():
     assert users == ["src/resnetzoo/inference/onednn.py"]
 
 
+@pytest.mark.slow
 def test_importing_the_inference_api_imports_no_optional_dependency():
     code = ("import sys, torch, resnetzoo, resnetzoo.inference as i; "
             "i.optimize_for_inference(resnetzoo.resnet18(num_classes=4)); "

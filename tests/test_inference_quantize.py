@@ -159,7 +159,7 @@ def test_torchvision_resnets_quantize_through_the_strict_trace():
     torchvision = pytest.importorskip("torchvision")
     model = torchvision.models.resnet18(num_classes=10).eval()
     calibration = quantization._Images(_images(2), what="calibration_data", in_chans=3, labels=False)
-    graph = quantization._int8_graph(model, calibration, example=_images(2), keep_float=())
+    graph = quantization._int8_graph(quantization._trace(model, _images(2)), calibration, keep_float=())
     ops = {str(node.target) for node in graph.graph.nodes}
     assert any("quantize_per_tensor" in op for op in ops) and any("quantize_per_channel" in op for op in ops)
 

@@ -307,10 +307,10 @@ def _check_arguments(model: Any, path: Any, format: Any, overwrite: bool, tolera
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
     path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} already exists; pass overwrite=True to replace it, or choose another path")
     if path.is_dir():
         raise IsADirectoryError(f"{path} is a directory; give a file path such as {path / ('model.' + format)}")
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} already exists; pass overwrite=True to replace it, or choose another path")
     if not path.parent.is_dir():
         raise FileNotFoundError(f"the folder {path.parent} does not exist; create it first")
     if not isinstance(tolerance, (int, float)) or not 0 < tolerance < 1:

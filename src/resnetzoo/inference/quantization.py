@@ -355,20 +355,23 @@ def _torchao() -> Any:
     return quantize_pt2e, x86_inductor_quantizer
 
 
-def _int8_graph(network: nn.Module, calibration: _Images, *, example: torch.Tensor,
-                keep_float: tuple[str, ...]) -> torch.fx.GraphModule:
-    """The PT2E flow: strict export (see the module's docstring), annotate, calibrate, convert."""
+def _trace(network: nn.Module, example: torch.Tensor) -> torch.fx.GraphModule:
+    """The strict ``torch.export`` trace the quantizer annotates (see the module's docstring)."""
     from torch.export import Dim
 
+    dynamic = ({0: Dim.DYNAMIC, 2: Dim.DYNAMIC, 3: Dim.DYNAMIC},)
+    with size_oblivious():
+        return torch.export.export(network, (example,), dynamic_shapes=dynamic, strict=True).module()
+
+
+def _int8_graph(graph: torch.fx.GraphModule, calibration: _Images, *, keep_float: tuple[str, ...]) -> torch.fx.GraphModule:
+    """The PT2E flow on a copy of ``graph``: annotate (``keep_float`` left in float32), calibrate, convert."""
     quantize_pt2e, x86 = _torchao()
     quantizer = x86.X86InductorQuantizer()
     quantizer.set_global(x86.get_default_x86_inductor_quantization_config())
     for name in keep_float:
         quantizer.set_module_name_qconfig(name, None)
-    dynamic = ({0: Dim.DYNAMIC, 2: Dim.DYNAMIC, 3: Dim.DYNAMIC},)
-    with size_oblivious():
-        graph = torch.export.export(network, (example,), dynamic_shapes=dynamic, strict=True).module()
-    prepared = quantize_pt2e.prepare_pt2e(graph, quantizer)
+    prepared = quantize_pt2e.prepare_pt2e(copy.deepcopy(graph), quantizer)
     with torch.no_grad():
         for images, _ in calibration:
             prepared(images)
@@ -510,10 +513,11 @@ def quantize(
     ranges = _ranges(network, layers, calibration)
     reference = _predict(model, held_out)
 
+    graph = _trace(network, example)
     keep_float: list[str] = []
     sqnr: dict[str, float] = {}
     while True:
-        converted = _int8_graph(network, calibration, example=example, keep_float=tuple(keep_float))
+        converted = _int8_graph(graph, calibration, keep_float=tuple(keep_float))
         scores = _scores(reference, _predict(converted, held_out)[0])
         logger.info("int8 with %d layers in float32: delta %.2f points", len(keep_float), scores.delta)
         if scores.delta <= accuracy_budget:
