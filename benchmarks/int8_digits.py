@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [] if importlib.util.find_spec("resnetzoo") else [str(ROOT / "src")]
 
 import resnetzoo  # noqa: E402
+from resnetzoo.inference import Preprocessing  # noqa: E402
 from resnetzoo.recipes.cub200.data import CUB200, build_transforms, normalize_batch  # noqa: E402
 
 SIZE, RESIZE = 32, 36
@@ -109,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
         held_out = batches(tree, "test", mean=mean, std=std)
         quantized, qreport = resnetzoo.quantize(model, calibration, eval_data=held_out, allow_slower=True)
         print(qreport)
-        ereport = resnetzoo.export(model, work / "digits.onnx", class_names=classes, overwrite=True)
+        ereport = resnetzoo.export(model, work / "digits.onnx", class_names=classes, overwrite=True,
+                                   preprocessing=Preprocessing.from_metadata(meta))
         print(ereport)
         result = {
             "epochs": args.epochs, "recipe_test_top1": float(meta.get("test_top1", "nan")),

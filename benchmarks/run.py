@@ -314,6 +314,8 @@ def _onnx_session(model: nn.Module, x: torch.Tensor) -> Any:
         export(model, path, check_shapes=[tuple(x.shape[:1]) + tuple(x.shape[2:])])
         options = ort.SessionOptions()
         options.intra_op_num_threads = torch.get_num_threads()
+        if os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE":  # the same courtesy as torch's OpenMP threads
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
