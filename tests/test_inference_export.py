@@ -206,3 +206,15 @@ def test_cli_exports_a_recipe_checkpoint_with_its_classes_and_normalisation(tmp_
     assert "already exists; pass --overwrite" in capsys.readouterr().err
     assert main(["export", str(checkpoint), str(tmp_path / "birds.tflite"), "--arch", "resnet18"]) == 2
     assert "name it .onnx or .pt2" in capsys.readouterr().err
+
+
+def test_metadata_comes_from_the_weight_record_when_the_head_is_the_records():
+    from resnetzoo.weights import get_weights
+
+    model = ResNet(**{**TINY, "num_classes": 1000}, block="basic", arch="resnet18").eval()
+    model.weight_spec = get_weights("resnet18.tv_in1k")
+    meta = exporter._metadata(model, class_names=None, preprocessing=None)
+    assert meta.weights == "resnet18.tv_in1k" and len(meta.class_names) == 1000 and meta.class_names[0] == "tench"
+    assert meta.preprocessing == Preprocessing.from_spec(model.weight_spec)
+    model.reset_classifier(10)  # a new head: the record's classes no longer apply
+    assert exporter._metadata(model, class_names=None, preprocessing=None).class_names is None

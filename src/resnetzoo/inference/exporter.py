@@ -345,7 +345,8 @@ def _in_chans(model: nn.Module) -> int:
 
 def _metadata(model: nn.Module, *, class_names: Sequence[str] | None,
               preprocessing: Preprocessing | None) -> ExportMetadata:
-    spec = getattr(model, "pretrained_cfg", None)
+    """The metadata to embed: given values first, then the model's weight record, then timm's config."""
+    spec = getattr(model, "weight_spec", None)  # resnetzoo: the WeightSpec the weights came from
     num_classes = getattr(model, "num_classes", None)
     if not isinstance(num_classes, int):
         fc = getattr(model, "fc", None)
@@ -359,7 +360,15 @@ def _metadata(model: nn.Module, *, class_names: Sequence[str] | None,
         if len(class_names) != num_classes:
             raise ValueError(f"class_names has {len(class_names)} names but the model has {num_classes} classes")
     if preprocessing is None:
-        preprocessing = Preprocessing.from_spec(spec) if spec is not None else Preprocessing()
+        cfg = getattr(model, "pretrained_cfg", None)  # timm's models (and resnetzoo's) describe their input
+        if spec is not None:
+            preprocessing = Preprocessing.from_spec(spec)
+        elif isinstance(cfg, dict) and {"input_size", "mean", "std"} <= set(cfg):
+            preprocessing = Preprocessing(input_size=tuple(cfg["input_size"]), mean=tuple(cfg["mean"]),
+                                          std=tuple(cfg["std"]), interpolation=cfg.get("interpolation", "bilinear"),
+                                          crop_pct=cfg.get("crop_pct", 0.875))
+        else:
+            preprocessing = Preprocessing()
     elif not isinstance(preprocessing, Preprocessing):
         raise TypeError(f"preprocessing must be a resnetzoo.inference.Preprocessing, got {type(preprocessing).__name__}")
     in_chans = _in_chans(model)
@@ -617,8 +626,9 @@ def export(
         format: ``"onnx"`` (needs ``pip install 'resnetzoo[export]'``) or ``"pt2"``
             (``torch.export.save``; load with ``torch.export.load(path).module()``).
         class_names: class names in logit order; default: the pretrained weights'
-            (``model.pretrained_cfg``) when the head still has their classes.
-        preprocessing: default: the pretrained weights', else ImageNet's at 224 px.
+            (``model.weight_spec``) when the head still has their classes.
+        preprocessing: default: the pretrained weights', else the model's
+            ``pretrained_cfg`` (timm's convention), else ImageNet's at 224 px.
         check_shapes: ``(batch, height, width)`` shapes to verify; default
             (:data:`DEFAULT_SWEEP`) batch {1, 3, 17} x {224, 225, 448, 321x479}.
         tolerance: the largest relative difference accepted (max abs difference over
