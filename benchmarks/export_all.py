@@ -32,6 +32,26 @@ from resnetzoo.inference import cpu_features, export  # noqa: E402
 QUICK_SWEEP = [(1, 224, 224), (3, 224, 224), (1, 321, 479), (3, 321, 479)]
 
 
+def _write(rows: list[dict], out: Path, status: str) -> str:
+    """Write ``export_all.md`` and ``export_all.json`` for the rows so far; return the table."""
+    lines = [
+        "| architecture | format | shapes within 1e-4 | worst relative difference | dimensions | seconds |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        worst = "—" if r["worst"] is None else f"{r['worst']:.1e}"
+        seconds = "—" if r["seconds"] is None else f"{r['seconds']:.0f}"
+        lines.append(f"| {r['arch']} | {r['format']} | {r['shapes']}{'' if r['ok'] else ' **FAILED** ' + r['error']} "
+                     f"| {worst} | {r['dims']} | {seconds} |")
+    header = (f"CPU features: {cpu_features()}; torch {torch.__version__}, {torch.get_num_threads()} threads; "
+              f"{status}")
+    table = header + "\n\n" + "\n".join(lines) + "\n"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "export_all.md").write_text(table)
+    (out / "export_all.json").write_text(json.dumps({"header": header, "rows": rows}, indent=1) + "\n")
+    return table
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--models", nargs="+", default=None, help="architectures (default: every registered one)")
@@ -65,21 +85,8 @@ def main(argv: list[str] | None = None) -> int:
                                                    for d in report.dimensions)})
             row = rows[-1]
             print(f"{arch} {fmt}: {'ok' if row['ok'] else 'FAILED'} {row['shapes']} {row['error']}", file=sys.stderr)
-    lines = [
-        "| architecture | format | shapes within 1e-4 | worst relative difference | dimensions | seconds |",
-        "|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        worst = "—" if r["worst"] is None else f"{r['worst']:.1e}"
-        seconds = "—" if r["seconds"] is None else f"{r['seconds']:.0f}"
-        lines.append(f"| {r['arch']} | {r['format']} | {r['shapes']}{'' if r['ok'] else ' **FAILED** ' + r['error']} "
-                     f"| {worst} | {r['dims']} | {seconds} |")
-    header = (f"CPU features: {cpu_features()}; torch {torch.__version__}, {torch.get_num_threads()} threads; "
-              f"{len(rows)} exports in {time.perf_counter() - started:.0f} s")
-    table = header + "\n\n" + "\n".join(lines) + "\n"
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "export_all.md").write_text(table)
-    (args.out / "export_all.json").write_text(json.dumps({"header": header, "rows": rows}, indent=1) + "\n")
+            _write(rows, args.out, "in progress")  # an interrupted run keeps what it measured
+    table = _write(rows, args.out, f"{len(rows)} exports in {time.perf_counter() - started:.0f} s")
     print(table)
     return 0 if all(r["ok"] for r in rows) else 1
 

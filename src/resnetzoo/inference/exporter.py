@@ -38,7 +38,7 @@ import torch.nn as nn
 from resnetzoo._io import atomic_path
 from resnetzoo._version import __version__
 from resnetzoo.errors import ExportError, MissingDependencyError
-from resnetzoo.inference.graph import CONVS
+from resnetzoo.inference.graph import CONVS, size_oblivious
 from resnetzoo.inference.optimize import InferenceModel
 
 __all__ = [
@@ -51,7 +51,6 @@ __all__ = [
     "ShapeCheck",
     "export",
     "read_export_metadata",
-    "size_oblivious",
 ]
 
 FORMATS = ("onnx", "pt2")
@@ -407,17 +406,6 @@ def _module_stack(model: nn.Module) -> Iterator[list[str]]:
     finally:
         for handle in handles:
             handle.remove()
-
-
-@contextlib.contextmanager
-def size_oblivious() -> Iterator[None]:
-    """Trace without specialising sizes that could be 1, as torch.onnx's exporter does (private torch config)."""
-    config = getattr(getattr(torch.fx, "experimental", None), "_config", None)
-    if config is None or not hasattr(config, "backed_size_oblivious"):
-        yield
-        return
-    with config.patch(backed_size_oblivious=True):
-        yield
 
 
 def _trace(model: nn.Module, example: torch.Tensor) -> torch.export.ExportedProgram:

@@ -9,6 +9,7 @@ input and output, and how many times each node is used.
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-__all__ = ["CONVS", "Trace", "replace_module", "sample_input", "trace_modules"]
+__all__ = ["CONVS", "Trace", "replace_module", "sample_input", "size_oblivious", "trace_modules"]
 
 CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 SAMPLE_SIZE = 64  # pixels; enough for output stride 32 and cheap for any ResNet
@@ -136,3 +137,22 @@ def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
     """Put ``new`` where the submodule ``name`` (dotted) is."""
     parent_name, _, child = name.rpartition(".")
     setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
+
+
+@contextlib.contextmanager
+def size_oblivious() -> Iterator[None]:
+    """``torch.export`` without specialising sizes that could be 1, as ``torch.onnx``'s exporter traces.
+
+    Otherwise torch specialises every feature map that could be 1 pixel wide, so a
+    ResNet's program rejects images under 33 px. The switch is a private torch config
+    (``torch.fx.experimental._config.backed_size_oblivious``); without it, a no-op.
+    """
+    try:
+        import torch.fx.experimental._config as config  # private: imported here, where it is used
+    except ImportError:
+        config = None
+    if config is None or not hasattr(config, "backed_size_oblivious"):
+        yield
+        return
+    with config.patch(backed_size_oblivious=True):
+        yield

@@ -46,9 +46,8 @@ import torch.nn.functional as F
 
 from resnetzoo.errors import MissingDependencyError, QuantizationError
 from resnetzoo.inference import cpu
-from resnetzoo.inference.exporter import size_oblivious
 from resnetzoo.inference.fold import fold
-from resnetzoo.inference.graph import CONVS
+from resnetzoo.inference.graph import CONVS, size_oblivious
 from resnetzoo.inference.kernels import KernelChoice
 from resnetzoo.inference.optimize import InferenceModel, InferenceReport, optimize_for_inference
 
