@@ -5,10 +5,10 @@
     python benchmarks/int8_digits.py --epochs 3      # a quicker, less accurate model
 
 scikit-learn ships the UCI handwritten digits: 1,797 real 8 x 8 grey-level scans of
-ten classes. This script writes them as a CUB-200-2011-layout tree (upscaled to 36 px,
-a stratified 75/25 train/test split), fine-tunes ResNet-18 on it from scratch with the
-recipe (``python -m resnetzoo.recipes.cub200``, 32 px crops), loads the recipe's
-``best.safetensors`` and then, as ``docs/deploy.md`` walks through:
+ten classes. This script writes them as class folders (upscaled to 36 px, a stratified
+75/25 train/test split), fine-tunes ResNet-18 on them from scratch with the recipe
+(``python -m resnetzoo.recipes.finetune --dataset imagefolder:PATH``, 32 px crops), loads
+the recipe's ``best.safetensors`` and then, as ``docs/deploy.md`` walks through:
 
 - ``resnetzoo.quantize``: calibrated on 256 training images, checked on the 450 test
   images with their labels (top-1 agreement with float32, accuracy change);
@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import random
 import subprocess
 import sys
 import tempfile
@@ -34,13 +35,13 @@ sys.path[:0] = [] if importlib.util.find_spec("resnetzoo") else [str(ROOT / "src
 
 import resnetzoo  # noqa: E402
 from resnetzoo.inference import Preprocessing  # noqa: E402
-from resnetzoo.recipes.cub200.data import CUB200, build_transforms, normalize_batch  # noqa: E402
+from resnetzoo.recipes.finetune.images import build_transforms, normalize_batch  # noqa: E402
 
 SIZE, RESIZE = 32, 36
 
 
-def write_digits_tree(root: Path, *, seed: int = 0) -> list[str]:
-    """scikit-learn's digits as a CUB-layout tree at ``root``; returns the class names."""
+def write_digits_folders(root: Path, *, seed: int = 0) -> list[str]:
+    """scikit-learn's digits as ``root/{train,test}/<class>/*.png``; returns the class names."""
     from PIL import Image
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
@@ -49,36 +50,30 @@ def write_digits_tree(root: Path, *, seed: int = 0) -> list[str]:
     indices = list(range(len(digits.target)))
     train, _ = train_test_split(indices, test_size=0.25, stratify=digits.target, random_state=seed)
     train = set(train)
-    classes = [f"{c + 1:03d}.digit_{c}" for c in range(10)]
-    rows = []
+    classes = [f"digit_{c}" for c in range(10)]
     for i, (image, label) in enumerate(zip(digits.images, digits.target, strict=True)):
-        rel = f"{classes[label]}/digit_{i:04d}.png"
-        (root / "images" / classes[label]).mkdir(parents=True, exist_ok=True)
+        folder = root / ("train" if i in train else "test") / classes[label]
+        folder.mkdir(parents=True, exist_ok=True)
         grey = Image.fromarray((image * (255 / 16)).astype("uint8"), mode="L").resize((RESIZE, RESIZE), Image.BILINEAR)
-        grey.convert("RGB").save(root / "images" / rel)
-        rows.append((i + 1, rel, int(label), i in train))
-
-    def write(name: str, lines: list[str]) -> None:
-        (root / name).write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
-
-    write("classes.txt", [f"{i + 1} {name}" for i, name in enumerate(classes)])
-    write("images.txt", [f"{i} {rel}" for i, rel, _, _ in rows])
-    write("image_class_labels.txt", [f"{i} {label + 1}" for i, _, label, _ in rows])
-    write("train_test_split.txt", [f"{i} {int(is_train)}" for i, _, _, is_train in rows])
-    write("bounding_boxes.txt", [f"{i} 0.0 0.0 {RESIZE}.0 {RESIZE}.0" for i, _, _, _ in rows])
+        grey.convert("RGB").save(folder / f"digit_{i:04d}.png")
     return classes
 
 
-def batches(tree: Path, split: str, *, mean: list[float], std: list[float], limit: int | None = None):
+def batches(root: Path, split: str, classes: list[str], *, mean: list[float], std: list[float],
+            limit: int | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """``(images, labels)`` batches of 64 through the recipe's evaluation transform, normalised."""
-    dataset = CUB200(tree, split=split, transform=build_transforms(train=False, img_size=SIZE), resize=RESIZE)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=64, shuffle=False)
-    out, seen = [], 0
-    for images, labels in loader:
-        out.append((normalize_batch(images, mean=mean, std=std), labels))
-        seen += len(labels)
-        if limit is not None and seen >= limit:
-            break
+    from PIL import Image
+    from torchvision.transforms.v2.functional import pil_to_tensor
+
+    crop = build_transforms(train=False, img_size=SIZE)
+    items = [(path, label) for label, name in enumerate(classes) for path in sorted((root / split / name).glob("*.png"))]
+    random.Random(0).shuffle(items)  # every class in every batch (and in the first ``limit`` images)
+    items = items[:limit] if limit is not None else items
+    out = []
+    for start in range(0, len(items), 64):
+        chunk = items[start:start + 64]
+        images = torch.stack([crop(pil_to_tensor(Image.open(path).convert("RGB"))) for path, _ in chunk])
+        out.append((normalize_batch(images, mean=mean, std=std), torch.tensor([label for _, label in chunk])))
     return out
 
 
@@ -91,9 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work or Path(tmp)
         tree, run = work / "digits", work / "run"
-        classes = write_digits_tree(tree)
+        classes = write_digits_folders(tree)
         subprocess.run([
-            sys.executable, "-m", "resnetzoo.recipes.cub200", "--data-root", str(tree), "--arch", "resnet18",
+            sys.executable, "-m", "resnetzoo.recipes.finetune", "--dataset", f"imagefolder:{tree}", "--arch", "resnet18",
             "--pretrained", "none", "--img-size", str(SIZE), "--resize", str(RESIZE), "--crop-padding", "4",
             "--epochs", str(args.epochs), "--batch-size", "64", "--lr", "0.1", "--head-lr-mult", "1", "--warmup-epochs", "1",
             "--device", "cpu", "--workers", "0", "--no-progress", "--output-dir", str(run), "--overwrite",
@@ -106,15 +101,15 @@ def main(argv: list[str] | None = None) -> int:
             meta = handle.metadata()
         mean, std = json.loads(meta["mean"]), json.loads(meta["std"])
         model.eval()
-        calibration = [images for images, _ in batches(tree, "train", mean=mean, std=std, limit=256)]
-        held_out = batches(tree, "test", mean=mean, std=std)
+        calibration = [images for images, _ in batches(tree, "train", classes, mean=mean, std=std, limit=256)]
+        held_out = batches(tree, "test", classes, mean=mean, std=std)
         quantized, qreport = resnetzoo.quantize(model, calibration, eval_data=held_out, allow_slower=True)
         print(qreport)
         ereport = resnetzoo.export(model, work / "digits.onnx", class_names=classes, overwrite=True,
                                    preprocessing=Preprocessing.from_metadata(meta))
         print(ereport)
         result = {
-            "epochs": args.epochs, "recipe_test_top1": float(meta.get("test_top1", "nan")),
+            "epochs": args.epochs, "recipe_metadata": meta,
             "quantization": {k: v for k, v in qreport.__dict__.items() if k not in ("layers",)},
             "outliers": list(qreport.outliers), "export": ereport.to_dict(),
         }
