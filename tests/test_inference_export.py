@@ -194,7 +194,8 @@ def test_cli_exports_a_recipe_checkpoint_with_its_classes_and_normalisation(tmp_
     save_weights(model, checkpoint, metadata={
         "classes": json.dumps(classes), "mean": json.dumps([0.5, 0.4, 0.3]), "std": json.dumps([0.2, 0.2, 0.2]),
         "img_size": "448", "resize": "512", "resize_mode": "square"})
-    monkeypatch.setattr("resnetzoo.create_model", lambda arch, **kw: ResNet(**{**TINY, **kw}, block="basic", arch=arch))
+    monkeypatch.setattr("resnetzoo.registry.create_model",
+                        lambda arch, **kw: ResNet(**{**TINY, **kw}, block="basic", arch=arch))
     out = tmp_path / "birds.pt2"
     assert main(["export", str(checkpoint), str(out), "--arch", "resnet18"]) == 0
     assert "verified pt2 export of resnet18" in capsys.readouterr().out

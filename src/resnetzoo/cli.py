@@ -194,7 +194,7 @@ def _export(args: argparse.Namespace) -> int:
     output = Path(args.output)
     fmt = args.format or {".onnx": "onnx", ".pt2": "pt2"}.get(output.suffix.lower())
     if fmt is None:
-        raise _UsageError(f"cannot tell the format from {output.name!r}; name it .onnx or .pt2, or give --format")
+        raise ValueError(f"cannot tell the format from {output.name!r}; name it .onnx or .pt2, or give --format")
     if output.exists() and not args.overwrite:
         raise FileExistsError(f"{output} already exists; pass --overwrite to replace it")
     loaded = _read(args.checkpoint)
