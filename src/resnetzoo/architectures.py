@@ -16,7 +16,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-__all__ = ["ARCHITECTURES", "Architecture"]
+__all__ = ["ARCHITECTURES", "SPEC_FIELDS", "Architecture"]
+
+#: The :class:`~resnetzoo.ResNet` keywords an architecture row fixes (see :meth:`Architecture.kwargs`).
+SPEC_FIELDS = ("block", "layers", "groups", "width_per_group", "stem", "shortcut")
 
 _DEPTHS: dict[int, tuple[int, ...]] = {
     18: (2, 2, 2, 2),
@@ -58,14 +61,7 @@ class Architecture:
 
     def kwargs(self) -> dict[str, Any]:
         """The :class:`~resnetzoo.ResNet` keyword arguments that build this architecture."""
-        return {
-            "block": self.block,
-            "layers": self.layers,
-            "groups": self.groups,
-            "width_per_group": self.width_per_group,
-            "stem": self.stem,
-            "shortcut": self.shortcut,
-        }
+        return {field: getattr(self, field) for field in SPEC_FIELDS}
 
 
 def _resnets() -> list[Architecture]:

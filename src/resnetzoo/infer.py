@@ -39,7 +39,7 @@ from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from typing import Any
 
-from resnetzoo.architectures import ARCHITECTURES
+from resnetzoo.architectures import ARCHITECTURES, SPEC_FIELDS
 from resnetzoo.errors import ArchitectureError
 from resnetzoo.stems import deep_stem
 
@@ -204,17 +204,6 @@ class InferredArchitecture:
     prefix: str = ""
     alternatives: tuple[str, ...] = ()
     convention: str = "torchvision"
-
-    def _spec(self) -> dict[str, Any]:
-        """The keywords that define the network's shape, as plain data (no factories)."""
-        return {
-            "block": self.block,
-            "layers": self.layers,
-            "groups": self.groups,
-            "width_per_group": self.width_per_group,
-            "stem": self.stem,
-            "shortcut": self.shortcut,
-        }
 
     def _extras(self) -> dict[str, Any]:
         """Keywords beyond the architecture table's, where they differ from the defaults."""
@@ -838,7 +827,7 @@ def _name_of(inferred: InferredArchitecture) -> str | None:
         return None
     if inferred.stem == "deep" and inferred.stem_mid != 32:
         return None
-    spec = inferred._spec()
+    spec = {field: getattr(inferred, field) for field in SPEC_FIELDS}
     return next((arch.name for arch in ARCHITECTURES.values() if arch.kwargs() == spec), None)
 
 
