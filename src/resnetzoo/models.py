@@ -23,12 +23,11 @@ from typing import Any
 import torch
 
 from resnetzoo.architectures import ARCHITECTURES, Architecture
-from resnetzoo.registry import register_model
 from resnetzoo.remap import load_weights
 from resnetzoo.resnet import ResNet
 from resnetzoo.weights import LoadedCheckpoint, WeightSpec, pretrained_source, read_source
 
-__all__ = ["ARCHITECTURES", *ARCHITECTURES]
+__all__ = ["ARCHITECTURES", "CONSTRUCTORS", *ARCHITECTURES]
 
 logger = logging.getLogger(__name__)
 
@@ -125,9 +124,9 @@ def _constructor(arch: Architecture) -> Callable[..., ResNet]:
     constructor.__name__ = constructor.__qualname__ = arch.name
     constructor.__module__ = __name__
     constructor.__doc__ = arch.summary + _CONSTRUCTOR_DOC
-    return register_model(constructor)
+    return constructor
 
 
-for _arch in ARCHITECTURES.values():
-    globals()[_arch.name] = _constructor(_arch)
-del _arch
+#: Architecture name -> its constructor, one per row of the table; the registry starts from these.
+CONSTRUCTORS: dict[str, Callable[..., ResNet]] = {name: _constructor(arch) for name, arch in ARCHITECTURES.items()}
+globals().update(CONSTRUCTORS)

@@ -21,6 +21,7 @@ import torch
 import torch.nn as nn
 
 from resnetzoo.infer import InferredArchitecture, infer_architecture
+from resnetzoo.models import CONSTRUCTORS
 from resnetzoo.remap import LoadReport, load_weights
 from resnetzoo.remap.conventions import Remapped, to_native
 from resnetzoo.resnet import ResNet
@@ -39,20 +40,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-_MODELS: dict[str, Callable[..., nn.Module]] = {}
+# Every registered constructor: the built-in ones (one per architecture row), then the user's.
+_MODELS: dict[str, Callable[..., nn.Module]] = dict(CONSTRUCTORS)
 F = TypeVar("F", bound=Callable[..., nn.Module])
-
-
-def _registered() -> dict[str, Callable[..., nn.Module]]:
-    """Every registered constructor, the built-in ones included.
-
-    The built-in constructors register themselves when :mod:`resnetzoo.models` is
-    imported; it is imported here rather than at the top because it imports this
-    module to register (and the package root imports neither until asked).
-    """
-    import resnetzoo.models  # noqa: F401
-
-    return _MODELS
 
 
 def register_model(fn: F) -> F:
@@ -73,7 +63,7 @@ def register_model(fn: F) -> F:
 
 def is_model(name: str) -> bool:
     """Tell whether an architecture name (without a ``.tag``) is registered."""
-    return name in _registered()
+    return name in _MODELS
 
 
 def split_model_name(name: str) -> tuple[str, str | None]:
@@ -94,7 +84,7 @@ def list_models(pattern: str | None = None, *, pretrained: bool = False) -> list
         pattern: shell-style filter such as ``"resnet*d"`` (``fnmatch``).
         pretrained: list only architectures that have at least one pretrained weight set.
     """
-    names = sorted(_registered(), key=natural_key)
+    names = sorted(_MODELS, key=natural_key)
     if pattern is not None:
         names = fnmatch.filter(names, pattern)
     if pretrained:
@@ -125,7 +115,7 @@ def create_model(name: str, *, pretrained: Any = False, **kwargs: Any) -> nn.Mod
     if not isinstance(name, str):
         raise TypeError(f"model name must be a string such as 'resnet50', got {type(name).__name__}")
     arch, tag = split_model_name(name)
-    models = _registered()
+    models = _MODELS
     if arch not in models:
         close = difflib.get_close_matches(arch, models, n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
