@@ -153,6 +153,26 @@ def test_int8_kernel_report_per_cpu_class(monkeypatch, features, words):
     assert choice.name == "inductor" and choice.compute_dtype == torch.int8 and words in choice.reason
 
 
+@pytest.mark.parametrize(
+    ("features", "quant_max"),
+    [
+        (CpuFeatures("AVX512", avx2=True, avx512=True, amx=True, vnni=True, onednn=True), 255),
+        (CpuFeatures("AVX2", avx2=True, vnni=True, onednn=True), 255),
+        (CpuFeatures("AVX2", avx2=True, onednn=True), 127),
+    ],
+)
+def test_activations_use_7_bits_where_int16_sums_would_saturate(monkeypatch, features, quant_max):
+    """Without VNNI or AMX, 8-bit activations overflow oneDNN's int16 sums: the graph must use 0..127."""
+    monkeypatch.setattr(cpu, "cpu_features", lambda: features)
+    model = ResNet(**TINY).eval()
+    calibration = quantization._Images(_images(2), what="calibration_data", in_chans=3, labels=False)
+    graph = quantization._int8_graph(quantization._trace(model, _images(2)), calibration, keep_float=())
+    activation_max = {node.args[4] for node in graph.graph.nodes
+                      if "quantize_per_tensor" in str(node.target) and node.args[5] == torch.uint8}
+    assert activation_max == {quant_max}
+    assert quantization.activation_bits(features) == (8 if quant_max == 255 else 7)
+
+
 @pytest.mark.slow
 def test_torchvision_resnets_quantize_through_the_strict_trace():
     """torchvision's blocks call one ReLU module several times: the non-strict trace trips torchao 0.18."""
