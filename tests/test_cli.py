@@ -170,6 +170,65 @@ def test_list_is_in_natural_order(capsys):
     names = [line.strip() for line in out.split("Weights")[0].splitlines()[1:]]
     assert names[:5] == ["resnet18", "resnet18d", "resnet34", "resnet34d", "resnet50"]
     assert names.index("resnet101") > names.index("resnet50d")
+    weights = [line.split()[0] for line in out.split("Weights")[1].splitlines()[1:]]
+    assert weights[:4] == ["resnet18.tv_in1k", "resnet18d.ra2_in1k", "resnet34.tv_in1k", "resnet34d.ra2_in1k"]
+    assert weights.index("resnet101.tv_in1k") > weights.index("resnet50d.a1_in1k")
+    assert weights == [s.name for s in resnetzoo.weights.list_pretrained("resnet*")]
+
+
+def test_an_unknown_architecture_lists_the_others_in_natural_order(capsys):
+    assert main(["download", "resnet5O"]) == 2
+    err = capsys.readouterr().err
+    listed = err.split("Architectures with weights: ")[1].rstrip(".\n").split(", ")
+    assert listed[:6] == ["resnet18", "resnet18d", "resnet34", "resnet34d", "resnet50", "resnet50d"]
+    assert listed.index("resnext50_32x4d") < listed.index("resnext101_32x8d")
+
+
+# ------------------------------------------------------------------ messages for shell users
+def test_the_head_hint_names_the_flag_not_the_keyword(tv_checkpoint, capsys):
+    args = ["inspect", str(tv_checkpoint), "--arch", "resnet18", "--num-classes", "10"]
+    assert main(args) == 1
+    out = capsys.readouterr().out
+    assert "classifier has 1000 classes, the model 10: pass --ignore-head to leave the model's head" in out
+    assert "ignore_head" not in out
+    assert main([*args, "--json"]) == 1
+    hints = json.loads(capsys.readouterr().out)["hints"]
+    assert any("pass --ignore-head" in h for h in hints) and not any("ignore_head" in h for h in hints)
+
+
+def test_convert_to_a_file_that_is_not_safetensors_says_how(tv_checkpoint, tmp_path, capsys):
+    out = tmp_path / "o3.pth"
+    assert main(["convert", str(tv_checkpoint), str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"resnetzoo: error: {out}: convert writes resnetzoo weights as safetensors; name the output "
+                   f".safetensors, or pass --to torchvision (or timm, mmpretrain) to write a .pth for that library\n")
+    assert not out.exists()
+
+
+def test_an_unknown_arch_points_at_resnetzoo_list(tv_checkpoint, capsys):
+    assert main(["inspect", str(tv_checkpoint), "--arch", "resnet5O"]) == 2
+    err = capsys.readouterr().err
+    assert err == "resnetzoo: error: unknown model 'resnet5O'; did you mean resnet50, resnet50d, resnet152? (see resnetzoo list)\n"
+
+
+def test_a_full_disk_names_the_file_and_the_fix(tv_checkpoint, tmp_path, capsys, monkeypatch):
+    import errno
+    from pathlib import Path
+
+    write_bytes = Path.write_bytes
+
+    def full(self: Path, data) -> int:  # as on a real full disk: write() names no file
+        if self.name.endswith(".tmp"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return write_bytes(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", full)
+    out = tmp_path / "out.safetensors"
+    assert main(["convert", str(tv_checkpoint), str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"resnetzoo: error: {out}: No space left on device; free some space or write the output to "
+                   f"another disk; a file already there is unchanged\n")
+    assert list(tmp_path.iterdir()) == []
 
 
 # ------------------------------------------------------------------ --prefix, --ignore-head

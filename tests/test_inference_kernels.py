@@ -29,6 +29,7 @@ from resnetzoo.inference import (
     onednn,
     optimize_for_inference,
 )
+from resnetzoo.inference import optimize as optimize_module
 from resnetzoo.inference.kernels import choose_kernels
 
 TINY = {"layers": (1, 1, 1, 1), "widths": (8, 16, 32, 64), "stem_width": 8, "num_classes": 10}
@@ -56,6 +57,7 @@ def _force_cpu(monkeypatch: pytest.MonkeyPatch, features: CpuFeatures) -> None:
 def avx2_only_cpu(monkeypatch):
     """This CPU as an AVX2-only one: the probe says so, and oneDNN refuses bf16/fp16 as it does there."""
     _force_cpu(monkeypatch, AVX2_ONLY)
+    monkeypatch.setattr(optimize_module, "_WARNED", set())  # a fresh process: the slow path is said again
     real_pack = onednn.pack_weight
 
     def pack_weight(weight, **kwargs):

@@ -87,9 +87,44 @@ def test_a_failed_write_names_the_file_asked_for(tmp_path: Path) -> None:
     import errno
 
     target = tmp_path / "summary.json"
-    with pytest.raises(OSError) as caught, _io.atomic_path(target) as tmp:
-        raise OSError(errno.ENOSPC, "No space left on device", str(tmp))
+    # A full disk fails in write(), and that error names no file.
+    with pytest.raises(OSError) as caught, _io.atomic_path(target) as tmp, open(tmp, "wb"):
+        raise OSError(errno.ENOSPC, "No space left on device")
     assert caught.value.errno == errno.ENOSPC and caught.value.filename == str(target)
+    assert list(tmp_path.iterdir()) == []
+    # An error about the temporary itself (open, rename) names the file asked for too.
+    with pytest.raises(PermissionError) as caught, _io.atomic_path(target) as tmp:
+        raise PermissionError(errno.EACCES, "Permission denied", str(tmp))
+    assert caught.value.filename == str(target)
+
+
+def test_an_error_that_is_not_about_the_file_is_raised_as_it_is(tmp_path: Path) -> None:
+    import errno
+
+    reset = ConnectionResetError(errno.ECONNRESET, "Connection reset by peer")
+    with pytest.raises(ConnectionResetError) as caught, _io.atomic_path(tmp_path / "w.bin"):
+        raise reset
+    assert caught.value is reset and caught.value.filename is None
+    download = DownloadError("the server closed the connection")
+    with pytest.raises(DownloadError) as caught, _io.atomic_path(tmp_path / "w.bin"):
+        raise download
+    assert caught.value is download
+
+
+def test_describe_os_error_names_the_file_and_the_fix() -> None:
+    import errno
+
+    fixes = {"full_disk": "free some space", "not_writable": "choose another folder"}
+    full = OSError(errno.ENOSPC, "No space left on device", "/runs/best.safetensors")
+    assert _io.describe_os_error(full, **fixes) == "/runs/best.safetensors: No space left on device; free some space"
+    read_only = OSError(errno.EROFS, "Read-only file system", "/ro/x")
+    assert _io.describe_os_error(read_only, **fixes) == "/ro/x: Read-only file system; choose another folder"
+    assert _io.describe_os_error(OSError(errno.EIO, "Input/output error"), **fixes) == (
+        "Input/output error; check the path and the disk"
+    )
+    assert _io.describe_os_error(FileExistsError("out.pt already exists; pass --overwrite"), **fixes) == (
+        "out.pt already exists; pass --overwrite"
+    )
 
 
 def test_write_json_writes_null_for_non_finite_numbers(tmp_path: Path) -> None:

@@ -120,6 +120,26 @@ def test_offline_and_uncached_weights_fail_fast_with_guidance(offline_run):
     assert "load_weights" in out["missing"]
 
 
+@pytest.mark.parametrize("word, meaning", [("true", "default"), ("True", "default"), (" TRUE ", "default"),
+                                           ("false", None), ("False", None), ("none", None), ("NONE", None)])
+def test_the_words_true_false_and_none_are_read_in_any_case(word, meaning):
+    source = resnetzoo.weights.pretrained_source("resnet50", word)
+    if meaning is None:
+        assert source is None
+    else:
+        assert source is resnetzoo.weights.get_weights("resnet50")
+
+
+@pytest.mark.parametrize("empty", ["", "   "])
+def test_an_empty_pretrained_is_refused_in_one_line(empty):
+    with pytest.raises(ValueError) as info:
+        resnetzoo.resnet18(pretrained=empty)
+    assert str(info.value) == (
+        f"pretrained={empty!r} is empty; pass None or 'none' for no weights, True or 'true' for the default "
+        f"weights, a tag, a checkpoint path, an hf-hub: reference or a URL"
+    )
+
+
 def test_pretrained_must_be_bool_or_tag():
     with pytest.raises(TypeError, match="pretrained must be"):
         resnetzoo.resnet18(pretrained=1)

@@ -261,6 +261,37 @@ def test_another_depth_speaks_of_the_classifier_width_not_its_classes():
     assert any("looks like resnet18" in h for h in report.hints)
 
 
+def test_a_classifier_with_the_same_class_count_is_told_by_its_keys():
+    with torch.device("meta"):
+        model = resnetzoo.resnet18()
+    state = torchvision.models.resnet18().state_dict()
+    del state["fc.bias"]
+    report = diagnose(model, state)
+    head = [h for h in report.hints if "classifier" in h]
+    assert head == [
+        "the classifier (fc.*) differs though it has 1000 classes on both sides: the checkpoint lacks fc.bias: "
+        "load with ignore_head=True to leave the model's head at its initialisation"
+    ]
+    assert report.hints_for("cli") == [h.replace("load with ignore_head=True", "pass --ignore-head")
+                                       for h in report.hints]
+    state = {**torchvision.models.resnet18().state_dict(), "fc.scale": torch.ones(1)}
+    head = [h for h in diagnose(model, state).hints if "classifier" in h]
+    assert len(head) == 1 and "the model has no fc.scale" in head[0] and "1000 classes on both sides" in head[0]
+
+
+def test_hints_are_worded_for_python_or_the_command_line():
+    with torch.device("meta"):
+        model = resnetzoo.resnet18(num_classes=10)
+    report = diagnose(model, torchvision.models.resnet18().state_dict())
+    python, cli = report.render(), report.render(audience="cli")
+    assert str(report) == python and "load with ignore_head=True" in python and "--ignore-head" not in python
+    assert "pass --ignore-head to leave the model's head at its initialisation" in cli and "ignore_head=" not in cli
+    assert report.to_dict(audience="cli")["hints"] == report.hints_for("cli") != report.to_dict()["hints"]
+    assert "cli_hints" not in report.to_dict()
+    with pytest.raises(ValueError, match="audience must be one of python, cli"):
+        report.render(audience="shell")
+
+
 def test_a_groupnorm_checkpoint_into_a_batchnorm_model_names_groupnorm():
     report = diagnose(resnetzoo.resnet18(), resnetzoo.resnet18(norm="gn").state_dict())
     hint = next(h for h in report.hints if "running statistics" in h)

@@ -99,6 +99,18 @@ def test_get_weights_accepts_every_form():
     assert full.name == "resnet50.tv2_in1k"
 
 
+def test_names_are_listed_in_natural_order():
+    names = [s.name for s in list_pretrained()]
+    assert names[:2] == ["resnet18.tv_in1k", "resnet18d.ra2_in1k"]
+    assert names.index("resnet50d.ra2_in1k") < names.index("resnet101.tv2_in1k") < names.index("resnet152.tv_in1k")
+    assert names.index("wide_resnet50_2.tv_in1k") < names.index("wide_resnet101_2.tv_in1k")
+    with pytest.raises(ValueError) as info:
+        get_weights("resnet5O")
+    listed = str(info.value).split("Architectures with weights: ")[1].rstrip(".").split(", ")
+    assert listed[:4] == ["resnet18", "resnet18d", "resnet34", "resnet34d"]
+    assert listed.index("resnet50d") < listed.index("resnet101")
+
+
 def test_unknown_tag_lists_the_known_tags():
     with pytest.raises(ValueError, match="tv2_in1k") as info:
         get_weights("resnet50", "v3")

@@ -60,6 +60,7 @@ __all__ = [
     "PROBE_TIMEOUT_S",
     "atomic_path",
     "check_reachable",
+    "describe_os_error",
     "file_digest",
     "http_download",
     "is_offline",
@@ -97,6 +98,11 @@ _UNREACHABLE: dict[str, str] = {}
 _REACHABLE: set[str] = set()
 #: Seconds one probe of a host may take (name lookup and TCP connection together).
 PROBE_TIMEOUT_S = 3.0
+# Errors of a file system that refused a write. A failed write() or close() carries no
+# file name (``OSError.filename`` is None), so atomic_path names the file asked for.
+_WRITE_REFUSED = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EROFS, errno.EACCES, errno.EPERM})
+_DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+_NOT_WRITABLE = frozenset({errno.EACCES, errno.EPERM, errno.EROFS})
 
 
 # ------------------------------------------------------------------ environment
@@ -260,7 +266,9 @@ def atomic_path(path: str | os.PathLike[str], *, clean: bool = True) -> Iterator
             torch.save(state, tmp)
 
     The folder must exist. On any exception (including ``KeyboardInterrupt``) the
-    temporary file is removed and ``path`` is left as it was. With ``clean`` (the
+    temporary file is removed and ``path`` is left as it was; an ``OSError`` about the
+    temporary, or from a write that names no file (a full disk), is raised again as the
+    same kind of ``OSError`` naming ``path``. With ``clean`` (the
     default) temporaries of ``path`` orphaned by killed processes are removed first;
     pass ``clean=False`` where the folder is swept once with :func:`remove_orphans_in`.
     """
@@ -275,10 +283,43 @@ def atomic_path(path: str | os.PathLike[str], *, clean: bool = True) -> Iterator
     except BaseException as exc:
         with contextlib.suppress(OSError):
             tmp.unlink()
-        if isinstance(exc, OSError) and exc.filename == str(tmp):
-            # Name the file the caller asked for, not a temporary that no longer exists.
+        if isinstance(exc, OSError) and (
+            exc.filename == str(tmp) or (exc.filename is None and exc.errno in _WRITE_REFUSED)
+        ):
+            # Name the file the caller asked for, not a temporary that no longer exists
+            # (nor nothing: a full disk fails in write(), which names no file).
             raise OSError(exc.errno, exc.strerror, str(path)) from exc  # errno picks the subclass
         raise
+
+
+def describe_os_error(
+    error: OSError, *, full_disk: str, not_writable: str, otherwise: str = "check the path and the disk"
+) -> str:
+    """One line for a failed read or write: the file, the reason and what to do.
+
+    ``"runs/best.safetensors: No space left on device; free some space ..."``. Each
+    program words the fix in its own terms (its flags), so the fixes are arguments.
+
+    Args:
+        error: the error; its ``filename`` names the file (:func:`atomic_path` sets it).
+        full_disk: the fix for a full disk or quota (``ENOSPC``, ``EDQUOT``, ``EFBIG``).
+        not_writable: the fix for a place that cannot be written (``EACCES``, ``EPERM``,
+            ``EROFS``).
+        otherwise: the fix for any other error.
+
+    Returns:
+        the line; an error that is only a message (no ``strerror``) is returned as it is.
+    """
+    if error.strerror is None:
+        return str(error)
+    if error.errno in _DISK_FULL:
+        fix = full_disk
+    elif error.errno in _NOT_WRITABLE:
+        fix = not_writable
+    else:
+        fix = otherwise
+    where = f"{error.filename}: " if error.filename is not None else ""
+    return f"{where}{error.strerror}; {fix}"
 
 
 def write_text(path: str | os.PathLike[str], text: str) -> None:

@@ -13,10 +13,11 @@ can list the names without building anything.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
-__all__ = ["ARCHITECTURES", "SPEC_FIELDS", "Architecture"]
+__all__ = ["ARCHITECTURES", "SPEC_FIELDS", "Architecture", "natural_key"]
 
 #: The :class:`~resnetzoo.ResNet` keywords an architecture row fixes (see :meth:`Architecture.kwargs`).
 SPEC_FIELDS = ("block", "layers", "groups", "width_per_group", "stem", "shortcut")
@@ -116,3 +117,12 @@ ARCHITECTURES: dict[str, Architecture] = {
         ),
     ]
 }
+
+
+def natural_key(name: str) -> list[int | str]:
+    """Sort key that orders numbers by value: ``resnet18 < resnet50 < resnet101``.
+
+    Every list of names shown to a user (models, weight sets, tags) is sorted with it;
+    ``"resnet18.tv_in1k"`` sorts before ``"resnet18d.ra2_in1k"`` and ``"resnet101.tv_in1k"``.
+    """
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name.lower())]

@@ -24,6 +24,7 @@ everything that needs it) only inside the subcommands that use it: ``--help``,
 from __future__ import annotations
 
 import argparse
+import difflib
 import fnmatch
 import json
 import sys
@@ -31,6 +32,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from resnetzoo._io import describe_os_error
 from resnetzoo._version import __version__
 from resnetzoo.errors import ResNetZooError
 
@@ -53,6 +55,25 @@ def _read(source: str) -> LoadedCheckpoint:
     from resnetzoo.weights import read_source
 
     return read_source(source)
+
+
+def _check_arch(name: str) -> None:
+    """Refuse an unknown ``--arch`` before any file is read, pointing at ``resnetzoo list``."""
+    from resnetzoo.registry import is_model, list_models, split_model_name
+
+    arch, _ = split_model_name(name)
+    if not is_model(arch):
+        close = difflib.get_close_matches(arch, list_models(), n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise ValueError(f"unknown model {arch!r}{hint} (see resnetzoo list)")
+
+
+def _describe_os_error(exc: OSError) -> str:
+    return describe_os_error(
+        exc,
+        full_disk="free some space or write the output to another disk; a file already there is unchanged",
+        not_writable="check its permissions, or write the output to a folder you can write to",
+    )
 
 
 def _named_model(args: argparse.Namespace, loaded: LoadedCheckpoint) -> nn.Module:
@@ -84,14 +105,14 @@ def _inferred_model(args: argparse.Namespace, loaded: LoadedCheckpoint) -> tuple
 
 def _print_report(report: LoadReport, inferred: InferredArchitecture | None, *, as_json: bool) -> None:
     if as_json:
-        data = report.to_dict()
+        data = report.to_dict(audience="cli")
         data["architecture"] = inferred.to_dict() if inferred is not None else None
         print(json.dumps(data, indent=2))
         return
     if inferred is not None:
         print(inferred)
         print()
-    print(report)
+    print(report.render(audience="cli"))
 
 
 # ------------------------------------------------------------- subcommands
@@ -116,6 +137,11 @@ def _inspect(args: argparse.Namespace) -> int:
 
 def _check_output(args: argparse.Namespace) -> None:
     out = Path(args.output)
+    if args.to == "resnetzoo" and out.suffix != ".safetensors":
+        raise ValueError(
+            f"{out}: convert writes resnetzoo weights as safetensors; name the output .safetensors, "
+            f"or pass --to torchvision (or timm, mmpretrain) to write a .pth for that library"
+        )
     if args.overwrite:
         return
     if args.to == "transformers":
@@ -145,7 +171,7 @@ def _convert(args: argparse.Namespace) -> int:
                 loaded, prefix=args.prefix, strict=strict, ignore_head=args.ignore_head, **overrides
             )
     except WeightsLoadError as exc:
-        print(exc.report, file=sys.stderr)
+        print(exc.report.render(audience="cli"), file=sys.stderr)
         print(
             "resnetzoo: not converted: the checkpoint does not fit the architecture strictly; "
             "check --arch and --num-classes, pass --ignore-head to leave a differing classifier out, "
@@ -153,7 +179,7 @@ def _convert(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return _EXIT_MISFIT
-    print(report)
+    print(report.render(audience="cli"))
     if args.to == "resnetzoo":
         metadata = {"stride_in_1x1": "true"} if getattr(model, "stride_in_1x1", False) else None
         path = save_weights(model, args.output, metadata=metadata, overwrite=args.overwrite)
@@ -326,10 +352,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return _EXIT_ERROR
     try:
+        if getattr(args, "arch", None):
+            _check_arch(args.arch)
         return args.run(args)
-    except (ResNetZooError, ValueError, OSError) as exc:
+    except (ResNetZooError, ValueError) as exc:
         # User-facing failures (unreadable file, not a ResNet, offline, unknown name): one line, no traceback.
         print(f"resnetzoo: error: {exc}", file=sys.stderr)
+        return _EXIT_ERROR
+    except OSError as exc:  # a full disk, a read-only folder: the file and the fix, in one line
+        print(f"resnetzoo: error: {_describe_os_error(exc)}", file=sys.stderr)
         return _EXIT_ERROR
 
 

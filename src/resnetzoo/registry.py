@@ -13,13 +13,13 @@ import dataclasses
 import difflib
 import fnmatch
 import logging
-import re
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import torch
 import torch.nn as nn
 
+from resnetzoo.architectures import natural_key
 from resnetzoo.infer import InferredArchitecture, infer_architecture
 from resnetzoo.models import CONSTRUCTORS
 from resnetzoo.remap import LoadReport, load_weights
@@ -70,11 +70,6 @@ def split_model_name(name: str) -> tuple[str, str | None]:
     """Split ``"resnet50.a1_in1k"`` into ``("resnet50", "a1_in1k")``; no tag gives ``None``."""
     arch, _, tag = name.partition(".")
     return arch, tag or None
-
-
-def natural_key(name: str) -> list[int | str]:
-    """Sort key that orders numbers by value: ``resnet18 < resnet50 < resnet101``."""
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name.lower())]
 
 
 def list_models(pattern: str | None = None, *, pretrained: bool = False) -> list[str]:

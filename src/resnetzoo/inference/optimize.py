@@ -198,16 +198,23 @@ def _device(model: nn.Module) -> torch.device:
     return param.device if param is not None else torch.device("cpu")
 
 
-def _warn_if_slow(device: torch.device, dtype: torch.dtype, kernels: KernelChoice) -> None:
-    if device.type != "cpu" or dtype == torch.float32:
+# (kernels, dtype) already warned about in this process. The choice depends only on the
+# CPU and the dtype, so it is said once; each model's inference_report keeps the record.
+_WARNED: set[tuple[str, torch.dtype]] = set()
+
+
+def _warn_once_if_slow(device: torch.device, dtype: torch.dtype, kernels: KernelChoice) -> None:
+    if device.type != "cpu" or dtype == torch.float32 or (kernels.name, dtype) in _WARNED:
         return
     features = cpu.cpu_features()
-    if kernels.name == "onednn-fp32-compute":
-        logger.warning("optimize_for_inference: %s", kernels.reason)
-    elif not features.native(dtype):
+    if kernels.name == "onednn-fp32-compute" or not features.native(dtype):
+        _WARNED.add((kernels.name, dtype))
+        name = _dtype_name(dtype)
+        how = "computed in float32" if kernels.name == "onednn-fp32-compute" else "from PyTorch's portable kernels"
         logger.warning(
-            "optimize_for_inference: this CPU has no native %s support (%s); the model gives %s results "
-            "but runs slower than with dtype=torch.float32", _dtype_name(dtype), features, _dtype_name(dtype),
+            "optimize_for_inference: this CPU has no native %s convolution (CPU %s); %s models give %s results "
+            "%s, slower than with dtype=torch.float32 (said once per process; each model's inference_report "
+            "records its kernels)", name, features, name, name, how,
         )
 
 
@@ -277,7 +284,7 @@ def optimize_for_inference(
     network.to(dtype=dtype)
     if channels_last:
         network.to(memory_format=torch.channels_last)
-    _warn_if_slow(device, dtype, kernels)
+    _warn_once_if_slow(device, dtype, kernels)
     report = InferenceReport(
         folded=tuple(folding.folded),
         not_folded=tuple(folding.not_folded),

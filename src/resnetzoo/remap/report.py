@@ -31,6 +31,7 @@ from resnetzoo.remap.checks import InvalidTensor, ModelFacts, config_conflicts, 
 from resnetzoo.remap.conventions import WRAPPER_PREFIXES, Remapped
 
 __all__ = [
+    "AUDIENCES",
     "LoadReport",
     "Rename",
     "ShapeMismatch",
@@ -43,6 +44,14 @@ _MAX_LINES = 10
 _MAX_NEAR_MISS_HINTS = 5
 _MAX_NEAR_MISS_CHECKS = 256  # unexpected keys compared with the missing ones, at most
 _MAX_KEY_SHOWN = 120  # characters of a key shown in a report line
+_MAX_HEAD_KEYS = 3  # head keys named in the head hint
+
+#: Who reads a report: a Python caller or a shell user of the ``resnetzoo`` command.
+#: A hint whose advice is a keyword in Python (``ignore_head=True``) and a flag on the
+#: command line (``--ignore-head``) is kept in both wordings; see :meth:`LoadReport.render`.
+AUDIENCES = ("python", "cli")
+# How each audience is told to leave a differing classifier out.
+_IGNORE_HEAD = {"python": "load with ignore_head=True", "cli": "pass --ignore-head"}
 
 
 @dataclass(frozen=True)
@@ -88,33 +97,65 @@ def _classes(shapes: Mapping[str, tuple[int, ...]], head_prefix: str) -> int | N
     return shape[0] if shape else None
 
 
-def _head_hint(
-    ckpt: Mapping[str, tuple[int, ...]], model: Mapping[str, tuple[int, ...]], head_prefix: str, head_left: bool
+def _keys(keys: Sequence[str]) -> str:
+    shown = ", ".join(_short(k) for k in keys[:_MAX_HEAD_KEYS])
+    return shown + (f" and {len(keys) - _MAX_HEAD_KEYS} more" if len(keys) > _MAX_HEAD_KEYS else "")
+
+
+def _head_keys_differ(
+    missing: Sequence[str], unexpected: Sequence[str], mismatched: Sequence[ShapeMismatch], head_prefix: str
 ) -> str:
+    """What differs in a classifier whose class counts agree: the keys, by name."""
+    parts = []
+    absent = [k for k in missing if _is_head(k, head_prefix)]
+    extra = [k for k in unexpected if _is_head(k, head_prefix)]
+    other = [m for m in mismatched if _is_head(m.key, head_prefix)]
+    if absent:
+        parts.append(f"the checkpoint lacks {_keys(absent)}")
+    if extra:
+        parts.append(f"the model has no {_keys(extra)}")
+    parts += [f"{_short(m.key)} is {m.checkpoint_shape} in the checkpoint, {m.model_shape} in the model"
+              for m in other[:_MAX_HEAD_KEYS]]
+    return "; ".join(parts)
+
+
+def _head_hint(
+    ckpt: Mapping[str, tuple[int, ...]],
+    model: Mapping[str, tuple[int, ...]],
+    head_prefix: str,
+    head_left: bool,
+    differing: str,
+) -> dict[str, str]:
+    """The head hint for each audience (:data:`AUDIENCES`).
+
+    ``differing`` names the head keys that differ (:func:`_head_keys_differ`), for
+    when the class counts cannot tell what differs.
+    """
     ckpt_w, model_w = ckpt.get(f"{head_prefix}.weight"), model.get(f"{head_prefix}.weight")
     if ckpt_w and model_w and len(ckpt_w) == len(model_w) == 2 and ckpt_w[1] != model_w[1]:
         # Another input width means another network before the head: ignore_head cannot help.
-        return (
+        hint = (
             f"the checkpoint's classifier takes {ckpt_w[1]} features, the model's {model_w[1]}: the whole "
             f"network differs, not only its head (another depth or width); build the architecture the "
             f"checkpoint was saved from"
         )
+        return dict.fromkeys(AUDIENCES, hint)
     ckpt_n, model_n = _classes(ckpt, head_prefix), _classes(model, head_prefix)
-    if ckpt_n and model_n:
+    if ckpt_n == model_n:  # the same class count (or no weight on either side): name the keys
+        count = f"{model_n} classes on both sides" if model_n is not None else "no weight on either side"
+        what = f"the classifier ({head_prefix}.*) differs though it has {count}: {differing}"
+    elif ckpt_n and model_n:
         what = f"classifier has {ckpt_n} classes, the model {model_n}"
     elif ckpt_n:
         what = f"checkpoint has a {ckpt_n}-class classifier, the model none"
-    elif model_n:
+    else:
         what = f"checkpoint has no classifier ({head_prefix}.*), the model a {model_n}-class one"
-    else:
-        what = f"the classifier ({head_prefix}.*) differs"
     if not model_n:
-        action = "its keys ignored" if head_left else "load with ignore_head=True to ignore its keys"
-    elif head_left:
-        action = "head left at its initialisation"
-    else:
-        action = "load with ignore_head=True to leave the model's head at its initialisation"
-    return f"{what}: {action}"
+        return {a: f"{what}: " + ("its keys ignored" if head_left else f"{_IGNORE_HEAD[a]} to ignore its keys")
+                for a in AUDIENCES}
+    if head_left:
+        return dict.fromkeys(AUDIENCES, f"{what}: head left at its initialisation")
+    return {a: f"{what}: {_IGNORE_HEAD[a]} to leave the model's head at its initialisation" for a in AUDIENCES}
 
 
 def _arch_hint(
@@ -255,7 +296,10 @@ class LoadReport:
         conflicts: settings recorded with the checkpoint that the model does not compute
             (v1 vs v1.5, the activation, a downsampling first stage), each with the fix.
         filled: ``num_batches_tracked`` buffers absent from the checkpoint, filled with zeros.
-        hints: sentences explaining likely causes.
+        hints: sentences explaining likely causes, with advice worded for Python.
+        cli_hints: the command line's wording of the hints whose advice differs there
+            (``--ignore-head`` for ``ignore_head=True``), keyed by the Python wording;
+            :meth:`hints_for` and :meth:`render` use it.
         metadata: the checkpoint file's metadata.
         head_prefix: module name of the classifier (``fc``).
         same_names_as: other conventions whose names are identical for this checkpoint
@@ -280,6 +324,7 @@ class LoadReport:
     conflicts: list[str] = field(default_factory=list)
     filled: list[str] = field(default_factory=list)
     hints: list[str] = field(default_factory=list)
+    cli_hints: dict[str, str] = field(default_factory=dict)
     metadata: dict[str, str] = field(default_factory=dict)
     head_prefix: str = "fc"
     same_names_as: list[str] = field(default_factory=list)
@@ -350,9 +395,28 @@ class LoadReport:
             f"; {', '.join(problems)}" if problems else ""
         ) + f" — {verdict}"
 
-    def to_dict(self) -> dict[str, Any]:
-        """Return a JSON-ready dict of every field plus ``ok``, ``head_mismatch`` and ``summary``."""
+    def hints_for(self, audience: str = "python") -> list[str]:
+        """The hints worded for ``audience``: ``"python"`` (as :attr:`hints`) or ``"cli"``.
+
+        Raises:
+            ValueError: ``audience`` is not one of :data:`AUDIENCES`.
+        """
+        if audience not in AUDIENCES:
+            raise ValueError(f"audience must be one of {', '.join(AUDIENCES)}, got {audience!r}")
+        if audience == "python":
+            return list(self.hints)
+        return [self.cli_hints.get(h, h) for h in self.hints]
+
+    def to_dict(self, *, audience: str = "python") -> dict[str, Any]:
+        """Return a JSON-ready dict of every field plus ``ok``, ``head_mismatch`` and ``summary``.
+
+        Args:
+            audience: ``"python"`` or ``"cli"``: the wording of ``hints`` (see :meth:`hints_for`).
+        """
+        hints = self.hints_for(audience)
         data = asdict(self)
+        del data["cli_hints"]
+        data["hints"] = hints
         data["stripped_prefixes"] = [{"prefix": p, "keys": n} for p, n in self.stripped_prefixes]
         data["mismatched"] = [
             {"key": m.key, "checkpoint_shape": list(m.checkpoint_shape), "model_shape": list(m.model_shape)}
@@ -363,6 +427,17 @@ class LoadReport:
         return data
 
     def __str__(self) -> str:
+        return self.render()
+
+    def render(self, *, audience: str = "python") -> str:
+        """The report as text: the summary line, then the details, then the hints.
+
+        Args:
+            audience: ``"python"`` (``str(report)``) or ``"cli"``: who is told what to
+                do in the hints (``ignore_head=True`` or ``--ignore-head``).
+        """
+        hints = self.hints_for(audience)
+
         def mark(key: str) -> str:
             return f"{_short(key)}  (head)" if _is_head(key, self.head_prefix) else _short(key)
 
@@ -415,9 +490,9 @@ class LoadReport:
         if self.recovered:
             lines.append("Recovered as plain data (unsafe_objects='stub'; nothing from the file ran):")
             lines += _truncated([f"{where}: {_describe(view)}" for where, view in self.recovered.items()])
-        if self.hints:
+        if hints:
             lines.append("Hints:")
-            lines += [f"  - {h}" for h in self.hints]
+            lines += [f"  - {h}" for h in hints]
         return "\n".join(lines)
 
 
@@ -483,8 +558,13 @@ def build_report(
     hints += _metadata_hints(metadata or {}, model_arch)
     problems = [*missing, *unexpected, *(m.key for m in mismatched)]
     head_problem = any(_is_head(k, head_prefix) for k in problems)
+    cli_hints = {}
     if head_problem:
-        hints.append(_head_hint(ckpt, model, head_prefix, head_left))
+        differing = _head_keys_differ(missing, unexpected, mismatched, head_prefix)
+        head = _head_hint(ckpt, model, head_prefix, head_left, differing)
+        hints.append(head["python"])
+        if head["cli"] != head["python"]:
+            cli_hints[head["python"]] = head["cli"]
     body_problem = any(not _is_head(k, head_prefix) for k in problems)
     norm_hint = _norm_hint(ckpt, model, facts)
     if body_problem:
@@ -517,6 +597,7 @@ def build_report(
         conflicts=config_conflicts(metadata or {}, facts),
         filled=filled,
         hints=hints,
+        cli_hints=cli_hints,
         metadata=dict(metadata or {}),
         head_prefix=head_prefix,
         same_names_as=list(remapped.same_names_as),

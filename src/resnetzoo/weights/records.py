@@ -30,6 +30,8 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any
 
+from resnetzoo.architectures import natural_key
+
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
@@ -269,11 +271,11 @@ def register_weights(spec: WeightSpec, *, default: bool = False) -> WeightSpec:
 
 
 def _archs_with_weights() -> list[str]:
-    return sorted(_DEFAULT_TAGS)
+    return sorted(_DEFAULT_TAGS, key=natural_key)
 
 
 def _tags_of(arch: str) -> list[str]:
-    return sorted(spec.tag for spec in _REGISTRY.values() if spec.arch == arch)
+    return sorted((spec.tag for spec in _REGISTRY.values() if spec.arch == arch), key=natural_key)
 
 
 def _unknown_arch_error(arch: str) -> ValueError:
@@ -345,7 +347,7 @@ def get_weights(name_or_arch: str, tag: str | None = None) -> WeightSpec:
 
 
 def list_pretrained(pattern: str | None = None) -> list[WeightSpec]:
-    """All weight records, sorted by name, optionally filtered.
+    """All weight records in natural order (``resnet18.*`` before ``resnet101.*``), optionally filtered.
 
     Args:
         pattern: an :mod:`fnmatch` pattern matched against full names or architecture
@@ -357,7 +359,7 @@ def list_pretrained(pattern: str | None = None) -> list[WeightSpec]:
     """
     if pattern is not None and not isinstance(pattern, str):
         raise TypeError(f"pattern must be a string like 'resnet50*' or None, got {type(pattern).__name__}")
-    names = sorted(_REGISTRY)
+    names = sorted(_REGISTRY, key=natural_key)
     if pattern is not None:
         names = [
             n

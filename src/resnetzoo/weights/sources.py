@@ -44,7 +44,9 @@ _HF_CONFIG_FIELDS = (
 _MAX_CONFIG_BYTES = 1 << 20  # a config.json is a few KB
 # A string that is meant as a file: it has a folder part, a home folder or a checkpoint suffix.
 _PATH_LIKE = re.compile(r"[/\\~]|\.(?:pth|pt|bin|ckpt|safetensors|tar|pkl)$", re.IGNORECASE)
-_NO_WEIGHTS = ("", "none", "false")
+# The words pretrained= takes as a string, in any case (a shell passes only strings).
+_NO_WEIGHTS = ("none", "false")
+_DEFAULT_WEIGHTS = ("true",)
 _ACCEPTED = (
     "a state dict (Mapping), a file path, a save_pretrained folder, an http(s):// URL, "
     "'hf-hub:org/repo[@revision][:file]', or a WeightSpec (resnetzoo.weights.get_weights)"
@@ -211,8 +213,8 @@ def pretrained_source(
     ==================================================  ======================================
     ``pretrained``                                      meaning
     ==================================================  ======================================
-    ``False``, ``None``, ``"none"``                     no weights (returns ``None``)
-    ``True``                                            the architecture's default weight set
+    ``False``, ``None``, ``"none"``, ``"false"``        no weights (returns ``None``)
+    ``True``, ``"true"``                                the architecture's default weight set
     a tag (``"tv2_in1k"``) or full name                 that weight record
     (``"resnet50.tv2_in1k"``)
     a path (``str`` or ``os.PathLike``), an             that checkpoint, read by
@@ -220,9 +222,13 @@ def pretrained_source(
     or an ``http(s)://`` URL                            :func:`~resnetzoo.load_weights`
     ==================================================  ======================================
 
-    A string is taken as a path when it looks like one (a folder separator, ``~``, or a
-    checkpoint suffix such as ``.pth``/``.safetensors``), or when such a file exists and
-    the string is not a tag of ``arch``.
+    The words ``"none"``, ``"false"`` and ``"true"`` are read in any case and around
+    spaces, as a shell passes them (``--pretrained True``); a file of that name is
+    ``./true``. An empty string is refused: it is a forgotten value more often than a
+    choice, and ``None`` says "no weights" unambiguously. Another string is taken as
+    a path when it looks like one (a folder separator, ``~``, or a checkpoint suffix
+    such as ``.pth``/``.safetensors``), or when such a file exists and the string is
+    not a tag of ``arch``.
 
     Args:
         arch: the architecture the weights are for, e.g. ``"resnet50"``.
@@ -233,8 +239,8 @@ def pretrained_source(
 
     Raises:
         TypeError: ``pretrained`` is of another type.
-        ValueError: an unknown tag (the message lists the known ones), or a full name of
-            another architecture's weights.
+        ValueError: an empty string, an unknown tag (the message lists the known ones),
+            or a full name of another architecture's weights.
     """
     if pretrained is None or pretrained is False:
         return None
@@ -248,8 +254,15 @@ def pretrained_source(
             f"or a URL, got {type(pretrained).__name__}"
         )
     value = pretrained.strip()
+    if not value:
+        raise ValueError(
+            f"pretrained={pretrained!r} is empty; pass None or 'none' for no weights, True or 'true' for the "
+            f"default weights, a tag, a checkpoint path, an hf-hub: reference or a URL"
+        )
     if value.lower() in _NO_WEIGHTS:
         return None
+    if value.lower() in _DEFAULT_WEIGHTS:
+        return get_weights(arch)
     if value.startswith(_HF_PREFIX) or _URL_SCHEME.match(value) or _PATH_LIKE.search(value):
         return value
     name_arch, dot, tag = value.partition(".")

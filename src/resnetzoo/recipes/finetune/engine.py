@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import errno
 import json
 import logging
 import math
@@ -34,6 +33,7 @@ import torch.distributed as torch_dist
 import torch.nn as nn
 from tqdm.auto import tqdm
 
+from resnetzoo._io import describe_os_error
 from resnetzoo.errors import ResNetZooError, WeightsUnavailableError
 from resnetzoo.recipes.finetune._batchnorm import apply_bn_policy, freeze_bn_statistics
 from resnetzoo.recipes.finetune._data import prepare_data
@@ -733,16 +733,12 @@ def _cpu_threads(threads: int | None) -> Iterator[None]:
 
 
 def _describe_os_error(error: OSError) -> str:
-    where = error.filename or "a file"
-    reason = error.strerror or str(error)
-    if error.errno == errno.ENOSPC:
-        fix = ("free some space or choose another --output-dir / --cache-dir; files written before are intact "
-               "(an interrupted training continues with --resume)")
-    elif error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        fix = "choose a folder you can write to (--output-dir, --cache-dir, --data-root)"
-    else:
-        fix = "check the path and the disk"
-    return f"{where}: {reason}; {fix}"
+    return describe_os_error(
+        error,
+        full_disk="free some space or choose another --output-dir / --cache-dir; files written before are intact "
+        "(an interrupted training continues with --resume)",
+        not_writable="choose a folder you can write to (--output-dir, --cache-dir, --data-root)",
+    )
 
 
 def main(argv: list[str] | None = None, *, config_class: type[FinetuneConfig] = FinetuneConfig,
