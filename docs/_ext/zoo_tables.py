@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,7 +18,9 @@ from docutils.parsers.rst import directives
 from sphinx.application import Sphinx
 from sphinx.util.docutils import SphinxDirective
 
-__all__ = ["ModelsTable", "WeightsTable", "natural_key", "setup", "table"]
+from resnetzoo.architectures import natural_key
+
+__all__ = ["ModelsTable", "WeightsTable", "setup", "table"]
 
 _HEADER = ("Weights", "Top-1 %", "Top-5 %", "Params", "GFLOPs", "Evaluated at", "Source", "License")
 _DASH = "—"
@@ -56,11 +57,6 @@ def _link(text: str, url: str) -> nodes.reference:
 
 def _number(value: float | None, fmt: str) -> str:
     return _DASH if value is None else format(value, fmt)
-
-
-def natural_key(name: str) -> list[Any]:
-    """Sort key putting ``resnet18`` before ``resnet101`` (numbers compared as numbers)."""
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
 
 
 def _evaluated_at(spec: Any) -> str:
