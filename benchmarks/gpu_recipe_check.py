@@ -9,7 +9,7 @@ Runs, in one process:
    about ``--steps`` optimizer steps spread over a few epochs; its images/s is the
    median over the epochs after the first (which pays for worker start-up and cuDNN
    tuning). The recipe's own flags (``--bn``, ``--ema-decay``, ``--cutmix-alpha``,
-   ``--mixup-alpha``, ``--val-fraction``, ``--compile``) pass through, so each trick's
+   ``--mixup-alpha``, ``--val-fraction``, ``--early-stop-patience``, ``--compile``) pass through, so each trick's
    cost can be measured; the settings the run chose (BatchNorm policy, learning-rate
    rule, workers) are printed and kept in the JSON;
 2. a bare loop over torchvision's ``resnet50`` with the same settings on random
@@ -108,6 +108,7 @@ def _recipe_images_per_s(
         "recipe_first_epoch_images_per_s": rows[0]["images_per_s"],
         "recipe_time_s": summary["time_s"],
         "recipe_protocol": summary["protocol"],
+        "recipe_stopped_early_at_epoch": summary["stopped_early_at_epoch"],
         "recipe_bn": summary["bn"],
         "recipe_lr_rule": summary["lr_rule"],
         "recipe_settings_chosen": summary["settings_chosen"],
@@ -133,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     recipe.add_argument("--cutmix-alpha", type=float, default=0.0, help="CutMix (0: off)")
     recipe.add_argument("--mixup-alpha", type=float, default=0.0, help="MixUp (0: off)")
     recipe.add_argument("--val-fraction", type=float, default=0.1, help="validation share (default: 0.1)")
+    recipe.add_argument("--early-stop-patience", type=int, default=0,
+                        help="stop after N epochs without a better validation top-1 (0: off)")
     recipe.add_argument("--compile", action="store_true", help="torch.compile the recipe's model")
     args = parser.parse_args(argv)
     if args.steps < 2 or args.batch_size < 1 or args.img_size < 32:
@@ -152,7 +155,8 @@ def main(argv: list[str] | None = None) -> int:
         workdir = args.workdir or Path(tmp)
         workdir.mkdir(parents=True, exist_ok=True)
         tricks = {"bn": args.bn, "ema_decay": args.ema_decay, "cutmix_alpha": args.cutmix_alpha,
-                  "mixup_alpha": args.mixup_alpha, "val_fraction": args.val_fraction, "compile": args.compile}
+                  "mixup_alpha": args.mixup_alpha, "val_fraction": args.val_fraction,
+                  "early_stop_patience": args.early_stop_patience, "compile": args.compile}
         result = _recipe_images_per_s(device=device, steps=args.steps, batch_size=args.batch_size,
                                       img_size=args.img_size, workers=args.workers, workdir=workdir, tricks=tricks)
     result["bare_images_per_s"] = _bare_images_per_s(

@@ -640,13 +640,79 @@ def test_a_broken_index_line_is_named(tmp_path: Path) -> None:
     (tmp_path / "oxford-iiit-pet" / "annotations" / "test.txt").write_text("basset_hound_2 two 2 1\n")
     with pytest.raises(DatasetError, match=r"test\.txt:1: expected '<image> <class id> <species> <breed id>'"):
         read_dataset("oxford_pets", data_root=tmp_path, official_counts=False)
-    _aircraft(tmp_path / "air")
-    (tmp_path / "air" / "fgvc-aircraft-2013b" / "data" / "images_variant_test.txt").write_text("0004 747-400\n")
-    with pytest.raises(DatasetError, match=r"FGVC-Aircraft at .*: cannot read the test index \(KeyError: '747-400'\)"):
-        read_dataset("fgvc_aircraft", data_root=tmp_path / "air", official_counts=False)
-    (tmp_path / "air" / "fgvc-aircraft-2013b" / "data" / "images_variant_test.txt").write_text("0009 A300B4\n")
-    with pytest.raises(DatasetError, match=r"FGVC-Aircraft test image 1: image file .*0009\.jpg does not exist"):
-        read_dataset("fgvc_aircraft", data_root=tmp_path / "air", official_counts=False)
+
+
+def test_a_broken_aircraft_index_is_named_with_file_and_line(tmp_path: Path) -> None:
+    from resnetzoo.recipes.finetune import read_dataset
+
+    _aircraft(tmp_path)
+    data = tmp_path / "fgvc-aircraft-2013b" / "data"
+    (data / "images_variant_test.txt").write_text("0004 707-320\n0005 747-400\n")
+    with pytest.raises(DatasetError, match=r"images_variant_test\.txt:2: '747-400' is not one of the 2 variants in "
+                                           r".*variants\.txt"):
+        read_dataset("fgvc_aircraft", data_root=tmp_path, official_counts=False)
+    (data / "images_variant_test.txt").write_text("0004 707-320\n0005\n")
+    with pytest.raises(DatasetError, match=r"images_variant_test\.txt:2: expected 2 fields, found 1"):
+        read_dataset("fgvc_aircraft", data_root=tmp_path, official_counts=False)
+    (data / "variants.txt").write_text("707-320\nA300B4\n707-320\n")
+    with pytest.raises(DatasetError, match=r"variants\.txt:3: '707-320' is listed twice"):
+        read_dataset("fgvc_aircraft", data_root=tmp_path, official_counts=False)
+    (data / "variants.txt").write_text("707-320\nA300B4\n")
+    (data / "images_variant_test.txt").write_text("0004 707-320\n0009 A300B4\n")
+    with pytest.raises(DatasetError, match=r"images_variant_test\.txt:2: image file .*0009\.jpg does not exist"):
+        read_dataset("fgvc_aircraft", data_root=tmp_path, official_counts=False)
+
+
+def test_a_broken_stanford_cars_annotation_is_named_with_file_and_entry(tmp_path: Path) -> None:
+    import numpy as np
+    import scipy.io
+
+    from resnetzoo.recipes.finetune import read_dataset
+
+    _cars(tmp_path)
+    base = tmp_path / "stanford_cars"
+    kind = [("fname", "O"), ("class", "O")]
+    scipy.io.savemat(base / "cars_test_annos_withlabels.mat",  # class 3 of 2: torchvision takes it silently
+                     {"annotations": np.array([("00001.jpg", 2), ("00002.jpg", 3)], dtype=kind)})
+    with pytest.raises(DatasetError, match=r"cars_test_annos_withlabels\.mat annotation 2: class 3 is not one of the "
+                                           r"2 classes"):
+        read_dataset("stanford_cars", data_root=tmp_path, official_counts=False)
+    (base / "cars_test_annos_withlabels.mat").write_bytes(b"not a MATLAB file")
+    with pytest.raises(DatasetError, match=r"cars_test_annos_withlabels\.mat: not a readable MATLAB file"):
+        read_dataset("stanford_cars", data_root=tmp_path, official_counts=False)
+    scipy.io.savemat(base / "cars_test_annos_withlabels.mat", {"labels": np.array([1, 2])})
+    with pytest.raises(DatasetError, match=r"cars_test_annos_withlabels\.mat: has no 'annotations' table"):
+        read_dataset("stanford_cars", data_root=tmp_path, official_counts=False)
+    (base / "devkit" / "cars_meta.mat").unlink()
+    with pytest.raises(DatasetError, match=r"devkit/cars_meta\.mat: missing\. The original download"):
+        read_dataset("stanford_cars", data_root=tmp_path, official_counts=False)
+
+
+def test_a_broken_flowers_file_is_named(tmp_path: Path, monkeypatch) -> None:
+    import numpy as np
+    import scipy.io
+
+    from resnetzoo.recipes.finetune import read_dataset
+
+    _flowers(tmp_path)
+    base = tmp_path / "flowers-102"
+    # torchvision checks the md5 of both files: an edited copy is "not found or corrupted"; say which file.
+    with pytest.raises(DatasetError, match=r"flowers-102/imagelabels\.mat: not the official file \(its md5 is not "):
+        read_dataset("flowers102", data_root=tmp_path, official_counts=False)
+    import torchvision.datasets.flowers102
+    import torchvision.datasets.utils
+
+    for module in (torchvision.datasets.flowers102, torchvision.datasets.utils):  # torchvision's check, and ours
+        monkeypatch.setattr(module, "check_integrity", lambda *args, **kwargs: True)
+    scipy.io.savemat(base / "setid.mat", {"trnid": np.array([1, 2]), "valid": np.array([3, 4]),
+                                          "tstid": np.array([5, 9])})
+    with pytest.raises(DatasetError, match=r"setid\.mat tstid entry 2: image id 9 has no label in imagelabels\.mat"):
+        read_dataset("flowers102", data_root=tmp_path, official_counts=False)
+    scipy.io.savemat(base / "imagelabels.mat", {"labels": np.array([1, 2, 1, 2, 1, 103])})
+    scipy.io.savemat(base / "setid.mat", {"trnid": np.array([1, 2]), "valid": np.array([3, 4]),
+                                          "tstid": np.array([5, 6])})
+    with pytest.raises(DatasetError, match=r"setid\.mat tstid entry 2: class 103 is not one of the 102 classes"):
+        read_dataset("flowers102", data_root=tmp_path, official_counts=False)
 
 
 def test_imagefolder_reads_class_folders_and_its_held_out_split(tmp_path: Path) -> None:

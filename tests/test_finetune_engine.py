@@ -172,6 +172,12 @@ def _fails_fast(tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[s
         (["--dataset", "fgvc_aircraft", "--download"], r"--download is for --dataset cub200; FGVC-Aircraft is yours"),
         (["--dataset", "flowers102", "--bbox-crop"], r"--bbox-crop: Flowers-102 has no bounding boxes"),
         (["--dataset", "oxford_pets", "--data-root", "nowhere"], r"--data-root nowhere: no such folder; Oxford-IIIT"),
+        (["--synthetic", "--early-stop-patience", "-1"], r"--early-stop-patience must be an integer >= 0, got -1"),
+        (["--synthetic", "--val-fraction", "0", "--early-stop-patience", "3"],
+         r"--early-stop-patience with --val-fraction 0 would stop training on the test set"),
+        (["--synthetic", "--bn", "frozen"], r"--bn frozen keeps the pretrained BatchNorm statistics, but --pretrained "
+                                            r"none has none \(it would freeze the initial mean 0 and variance 1\)"),
+        (["--synthetic", "--eval-only", "."], r"--eval-only \.: not a regular file \(a folder\)"),
         (["--amp", "fp8"], r"invalid choice: 'fp8'"),
         (["--bn", "off"], r"invalid choice: 'off'"),
     ],
@@ -200,6 +206,19 @@ def test_missing_data_root_says_how_to_get_data(tmp_path, capsys) -> None:
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message given when CUDA is absent")
+def test_a_fifo_is_not_a_regular_file(tmp_path, capsys) -> None:
+    fifo = tmp_path / "x.pt"
+    os.mkfifo(fifo)  # reading it would block: refused from its type, never opened
+    err = _fails_fast(tmp_path, capsys, ["--synthetic", "--eval-only", str(fifo)])
+    assert f"--eval-only {fifo}: not a regular file (a FIFO, device or socket)" in err
+
+
+def test_a_missing_image_folder_names_the_layout_once(tmp_path, capsys) -> None:
+    err = _fails_fast(tmp_path, capsys, ["--dataset", f"imagefolder:{tmp_path / 'nowhere'}"])
+    assert f"--dataset imagefolder:{tmp_path / 'nowhere'}: no such folder; expected PATH/train/" in err
+    assert err.count("PATH/train/<class>") == 1
+
+
 def test_cuda_device_without_cuda(tmp_path, capsys) -> None:
     assert "CUDA is not available" in _fails_fast(tmp_path, capsys, ["--synthetic", "--device", "cuda"])
 
@@ -237,6 +256,7 @@ def test_two_epoch_cpu_run_chooses_on_validation_and_writes_every_output(run) ->
                 "images_per_s"):
         assert isinstance(rows[0][key], float), key
     assert not any(key.startswith("test") for key in rows[0])  # the test set is not read during training
+    assert (rows[0]["selected_on"], rows[0]["protocol"]) == ("val", "validation split")
     # 16 training images per class: 2 held out for validation (10 %, rounded), 14 left.
     assert rows[0]["val_images"] == 10 and rows[0]["train_images"] == 64  # 70 images, whole batches of 8
 
@@ -257,9 +277,10 @@ def test_two_epoch_cpu_run_chooses_on_validation_and_writes_every_output(run) ->
     assert sum(int(line.split(",")[2]) for line in lines[1:]) == 40
     assert sum(int(line.split(",")[1]) for line in lines[1:]) == round(summary["test_top1"] * 40 / 100)
     predictions = (out / "predictions.csv").read_text().splitlines()
-    assert predictions[0] == "key,path,label,label_name,predicted,predicted_name,confidence,correct"
-    assert len(predictions) == 41 and sum(int(p.rsplit(",", 1)[1]) for p in predictions[1:]) == round(
+    assert predictions[0] == "key,path,label,label_name,predicted,predicted_name,confidence,correct,protocol"
+    assert len(predictions) == 41 and sum(int(p.split(",")[-2]) for p in predictions[1:]) == round(
         summary["test_top1"] * 40 / 100)
+    assert all(p.endswith(",validation split") for p in predictions[1:])
     assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     checkpoint = load_checkpoint(out / "checkpoint.pt")
@@ -285,7 +306,7 @@ def test_the_error_analysis_runs_on_the_final_weights_with_the_boxes(run) -> Non
     counts = [line.split(",")[1:] for line in (out / "confusion.csv").read_text().splitlines()[1:]]
     predicted = [line.split(",") for line in (out / "predictions.csv").read_text().splitlines()[1:]]
     diagonal = sum(int(row[i]) for i, row in enumerate(counts))
-    assert diagonal == sum(int(p[-1]) for p in predicted) == round(summary["test_top1"] * 40 / 100)
+    assert diagonal == sum(int(p[-2]) for p in predicted) == round(summary["test_top1"] * 40 / 100)
 
 
 def test_no_test_image_is_read_before_the_final_evaluation(tmp_path, monkeypatch) -> None:
@@ -312,10 +333,22 @@ def test_no_test_image_is_read_before_the_final_evaluation(tmp_path, monkeypatch
     assert len(test_reads) == 40 * (1 if summary["selected_epoch"] == 2 else 2)
 
 
-def test_test_set_selection_is_labelled_in_every_output(tmp_path, capsys) -> None:
+def test_test_set_selection_is_labelled_in_every_output(tmp_path, capsys, monkeypatch) -> None:
+    from matplotlib.figure import Figure
+    from matplotlib.text import Text
+
+    drawn: dict[str, str] = {}  # picture file name -> every text drawn in it
+    real_savefig = Figure.savefig
+
+    def savefig(self, fname, *args, **kwargs):
+        name = Path(str(fname)).name.lstrip(".").split(".")[0]  # atomic writes save to ".NAME.png.<id>.tmp"
+        drawn[name] = "\n".join(t.get_text() for t in self.findobj(Text))
+        return real_savefig(self, fname, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", savefig)
     out = tmp_path / "published"
     args = ["--synthetic", "--arch", "cub_test_tiny", "--img-size", "48", "--epochs", "2", "--batch-size", "8",
-            "--workers", "0", "--no-progress", "--val-fraction", "0", "--no-error-analysis", "--output-dir", str(out)]
+            "--workers", "0", "--no-progress", "--val-fraction", "0", "--cam-images", "2", "--output-dir", str(out)]
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert "chosen on the test set" in printed and "optimistic" in printed
@@ -328,6 +361,18 @@ def test_test_set_selection_is_labelled_in_every_output(tmp_path, capsys) -> Non
 
     meta = read_checkpoint(out / "best.safetensors")[1]
     assert (meta["protocol"], meta["selected_on"]) == ("test-set selection", "test")
+    # metrics.jsonl: every line says the test set chose
+    assert all((r["selected_on"], r["protocol"]) == ("test", "test-set selection") for r in rows)
+    # predictions.csv: a column every CSV reader keeps
+    lines = (out / "predictions.csv").read_text().splitlines()
+    assert lines[0].endswith(",correct,protocol") and all(line.endswith(",test-set selection") for line in lines[1:])
+    # the pictures: their titles say it
+    assert {"curves", "confusion", "overview"} <= set(drawn)
+    assert "test-set selection: the test curve chose the epoch" in drawn["curves"]
+    assert f"selected: epoch {summary['selected_epoch']}" in drawn["curves"]
+    for picture in ("confusion", "overview"):
+        assert "test-set selection: this run chose its epoch on these test images" in " ".join(
+            drawn[picture].split()), picture
 
 
 def test_exclude_test_list_drops_images_and_says_how_many(run, tmp_path) -> None:
@@ -359,6 +404,75 @@ def test_any_data_set_in_class_folders_through_the_generic_command(tmp_path, cap
     assert "path" in (out / "predictions.csv").read_text().splitlines()[0]
     assert summary["pointing_game"] is None  # class folders have no boxes; the other pictures are there
     assert (out / "confusion.png").is_file() and len(list((out / "cam").glob("01_*.png"))) == 1
+
+
+def test_an_official_validation_split_chooses_and_trains_under_the_published_protocol(tmp_path) -> None:
+    """val/ beside test/: by default it chooses the epoch; with --val-fraction 0 it trains (train + val, as
+    published Flowers-102 results do) and the test set chooses, labelled so."""
+    import shutil
+
+    folders = make_synthetic_tree(tmp_path / "folders", num_classes=3, train_per_class=6, test_per_class=2,
+                                  image_size=(40, 32), layout="imagefolder")
+    shutil.copytree(folders / "test", folders / "val")  # 6 official validation images
+    common = ["--dataset", f"imagefolder:{folders}", "--arch", "cub_test_tiny", "--pretrained", "none", "--img-size",
+              "32", "--epochs", "1", "--batch-size", "4", "--workers", "0", "--no-progress", "--no-error-analysis"]
+    assert engine_module.main([*common, "--output-dir", str(tmp_path / "default")]) == 0
+    chosen = json.loads((tmp_path / "default" / "summary.json").read_text())
+    assert chosen["protocol"] == "official validation split" and chosen["val_fraction"] is None
+    assert (chosen["train_images"], chosen["val_images"], chosen["test_images"]) == (18, 6, 6)
+    assert chosen["val_images_trained"] == 0
+
+    assert engine_module.main([*common, "--val-fraction", "0", "--output-dir", str(tmp_path / "published")]) == 0
+    published = json.loads((tmp_path / "published" / "summary.json").read_text())
+    assert published["protocol"] == "test-set selection"
+    assert (published["train_images"], published["val_images"], published["test_images"]) == (24, 0, 6)
+    assert published["val_images_trained"] == 6
+    assert _rows(tmp_path / "published")[0]["train_images"] == 24  # they really are trained on
+
+
+def test_epochs_without_improvement_wait_for_a_better_score() -> None:
+    assert engine_module.epochs_without_improvement([]) == 0
+    assert engine_module.epochs_without_improvement([50.0, 60.0]) == 0
+    assert engine_module.epochs_without_improvement([50.0, 60.0, 60.0, 55.0]) == 2  # a tie is no improvement
+    assert engine_module.epochs_without_improvement([50.0, 40.0, 70.0, 70.0]) == 1
+
+
+def test_early_stopping_stops_on_validation_and_resumes_to_the_same_stop(tmp_path, monkeypatch) -> None:
+    scripted = [50.0, 60.0, 60.0, 55.0, 90.0, 95.0]  # the validation top-1 of epochs 1-6: stalls after epoch 2
+    real_evaluate = engine_module.Run.evaluate_epoch
+
+    def evaluate_epoch(self, epoch):
+        scores = real_evaluate(self, epoch)
+        assert "test_top1" not in scores  # the stop is decided on validation
+        return {**scores, "val_top1": scripted[epoch]}
+
+    monkeypatch.setattr(engine_module.Run, "evaluate_epoch", evaluate_epoch)
+    settings = {"epochs": 6, "early_stop_patience": 2, "ema_decay": 0.0}
+    straight = train(_config(tmp_path / "straight", **settings))
+    assert straight["epochs"] == 4 and straight["stopped_early_at_epoch"] == 4
+    assert straight["early_stop_patience"] == 2 and straight["selected_epoch"] == 3  # a tie takes the later epoch
+    assert [r["val_top1"] for r in _rows(tmp_path / "straight")] == scripted[:4]
+
+    out = tmp_path / "resumed"
+    real_save, saves = engine_module.save_checkpoint, []
+
+    def save_then_die(path, state):
+        real_save(path, state)
+        saves.append(state["epoch"])
+        if state["epoch"] == 3:
+            raise KeyboardInterrupt  # killed one epoch before the stop
+
+    monkeypatch.setattr(engine_module, "save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train(_config(out, **settings))
+    resumed = train(_config(out, resume=True, **settings))
+    assert saves == [1, 2, 3, 4]  # one more epoch, then the same stop
+    assert (resumed["epochs"], resumed["stopped_early_at_epoch"]) == (4, 4)
+    assert resumed["test_top1"] == straight["test_top1"] and resumed["selected_epoch"] == 3
+    assert _without_times(_rows(out)) == _without_times(_rows(tmp_path / "straight"))
+    # A stopped run, resumed, trains no more: it only evaluates again.
+    again = train(_config(out, resume=True, **settings))
+    assert saves == [1, 2, 3, 4] and again["epochs"] == 4 and again["test_top1"] == straight["test_top1"]
 
 
 def test_resume_repeats_an_uninterrupted_run_exactly(run, tmp_path, monkeypatch) -> None:
@@ -460,6 +574,22 @@ def test_eval_only_reads_a_checkpoint_or_a_safetensors_file(run, tmp_path) -> No
     assert len((tmp_path / "e2" / "eval_predictions.csv").read_text().splitlines()) == 41
 
 
+def test_eval_only_takes_the_checkpoints_architecture_and_refuses_another(run, tmp_path, capsys) -> None:
+    out, summary = run
+    common = ["--synthetic", "--img-size", "48", "--workers", "0", "--no-progress"]  # the run's tree, regenerated
+    for name in ("best.safetensors", "checkpoint.pt"):
+        given = ["--eval-only", str(out / name), "--arch", "resnet18", "--output-dir", str(tmp_path / f"x-{name}")]
+        assert main([*common, *given]) == 2
+        err = capsys.readouterr().err
+        assert f"--eval-only {out / name} holds a cub_test_tiny, but --arch is resnet18" in err, err
+    # without --arch: the checkpoint's (the demo's default would be resnet18)
+    assert main([*common, "--eval-only", str(out / "best.safetensors"), "--output-dir", str(tmp_path / "e")]) == 0
+    evaluated = json.loads((tmp_path / "e" / "eval.json").read_text())
+    assert evaluated["arch"] == "cub_test_tiny" and evaluated["test_top1"] == summary["test_top1_selected"]
+    lines = (tmp_path / "e" / "eval_predictions.csv").read_text().splitlines()
+    assert lines[0].endswith(",protocol") and lines[1].endswith(",validation split")
+
+
 def test_eval_only_maps_a_reordered_class_list_by_name(run, tmp_path, caplog) -> None:
     out, summary = run
     tree = _copy_tree(out, tmp_path / "rotated", edit=_rotate_classes)
@@ -528,7 +658,7 @@ def test_a_full_disk_is_one_line_and_keeps_the_last_checkpoint(tmp_path, capsys,
 
     def full_for_weights(self: Path, data) -> int:
         if "best.safetensors" in self.name:
-            raise OSError(errno.ENOSPC, "No space left on device", str(self))
+            raise OSError(errno.ENOSPC, "No space left on device")
         return write_bytes(self, data)
 
     monkeypatch.setattr(Path, "write_bytes", full_for_weights)
@@ -552,8 +682,27 @@ def test_pretrained_file_loads_the_backbone_and_keeps_a_new_head(tmp_path) -> No
     assert model.fc.out_features == 5
     broken = tmp_path / "broken.safetensors"
     resnetzoo.remap.save_weights(resnetzoo.create_model("resnet18", num_classes=5), broken)
-    with pytest.raises(resnetzoo.WeightsLoadError):  # strict: a different backbone is an error
+    with pytest.raises(resnetzoo.WeightsLoadError) as caught:  # strict: a different backbone is an error
         engine_module.build_model(_config(tmp_path / "out", pretrained=str(broken)), num_classes=5)
+    message = str(caught.value)
+    assert message.startswith(f"--pretrained {broken} does not fit --arch cub_test_tiny: ")
+    assert f"does not hold a cub_test_tiny: check --arch (resnetzoo inspect {broken}" in message
+    assert "strict=False" not in message  # a shell user cannot pass it
+    # The network and one tensor more: the message gives the command that cleans the file; it works.
+    crafted = tmp_path / "crafted.pth"
+    torch.save({**donor.state_dict(), "layer100000000.0.x": torch.zeros(1)}, crafted)
+    with pytest.raises(resnetzoo.WeightsLoadError) as caught:
+        engine_module.build_model(_config(tmp_path / "out", pretrained=str(crafted)), num_classes=5)
+    message = str(caught.value)
+    assert "strict=False" not in message and "holds every tensor of a cub_test_tiny and 1 more" in message
+    command = re.search(r"resnetzoo (convert .*--allow-partial)", message).group(1).split()
+    assert command == ["convert", str(crafted), "clean.safetensors", "--arch", "cub_test_tiny", "--allow-partial"]
+    from resnetzoo.cli import main as resnetzoo_cli
+
+    clean = tmp_path / "clean.safetensors"
+    assert resnetzoo_cli([*command[:2], str(clean), *command[3:]]) == 0
+    model = engine_module.build_model(_config(tmp_path / "out", pretrained=str(clean)), num_classes=5)
+    assert torch.equal(model.conv1.weight, donor.conv1.weight)
     # With pretrained weights the fresh head learns 10x faster; from scratch it does not.
     with_weights, _ = resolve_settings(_config(tmp_path / "out", pretrained=str(path)), device=torch.device("cpu"),
                                        world_size=1, default_workers=0)
@@ -571,7 +720,7 @@ def test_interrupted_checkpoint_write_leaves_the_previous_one(tmp_path, monkeypa
 
     def disk_full_half_way(self, data):
         real_write(self, bytes(data)[:10])
-        raise OSError(errno.ENOSPC, "No space left on device", str(self))
+        raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(Path, "write_bytes", disk_full_half_way)
     with pytest.raises(OSError, match="No space") as caught:

@@ -11,7 +11,9 @@ Which split chooses the model is the run's *protocol*:
   (``--val-fraction``); the test images are read once, at the end.
 - ``official validation split``: the data set ships one (Flowers-102, or ``val/``
   beside ``test/`` in an image folder).
-- ``test-set selection``: ``--val-fraction 0``, as the published results do; every
+- ``test-set selection``: ``--val-fraction 0``, the published protocol: every training
+  image trains (a shipped validation split joins the training set, as published
+  Flowers-102 results train on train + val) and the test set chooses the epoch; every
   output says so, since the test accuracy of the chosen epoch is then optimistic.
 
 Internal to the recipe (a private module): its names are for the recipe's modules.
@@ -46,11 +48,14 @@ class RunData:
 
     Attributes:
         image_set: the data set as read.
-        train: the training images (without the validation share).
+        train: the training images (without the validation share; with the official
+            validation images under test-set selection).
         val: the validation images, or None under test-set selection.
         test: the test images, without ``--exclude-test-list``.
         protocol: one of :data:`PROTOCOLS`.
         test_excluded: how many test images ``--exclude-test-list`` left out.
+        val_trained: how many official validation images joined the training set
+            (test-set selection on a data set that ships a validation split).
     """
 
     image_set: ImageSet
@@ -59,6 +64,7 @@ class RunData:
     test: ImageDataset
     protocol: str
     test_excluded: int = 0
+    val_trained: int = 0
 
     @property
     def selection(self) -> ImageDataset:
@@ -90,8 +96,8 @@ def _split(image_set: ImageSet, config: FinetuneConfig, *, training: bool) -> tu
     if not training:
         return [], None, test, "test-set selection", excluded
     train, official_val = image_set.split("train"), image_set.split("val")
-    if config.val_fraction == 0:
-        val, protocol = None, "test-set selection"
+    if config.val_fraction == 0:  # the published protocol: every labelled training image trains
+        train, val, protocol = train + official_val, None, "test-set selection"
     elif official_val:
         val, protocol = official_val, "official validation split"
     else:
@@ -110,6 +116,7 @@ def _split(image_set: ImageSet, config: FinetuneConfig, *, training: bool) -> tu
 
 def _datasets(image_set: ImageSet, config: FinetuneConfig, *, training: bool) -> RunData:
     train, val, test, protocol, excluded = _split(image_set, config, training=training)
+    val_trained = sum(r.split == "val" for r in train)
 
     def dataset(records: list[ImageRecord], *, augment: bool) -> ImageDataset:
         transform = build_transforms(train=augment, img_size=config.img_size, crop_padding=config.crop_padding or 0)
@@ -124,6 +131,7 @@ def _datasets(image_set: ImageSet, config: FinetuneConfig, *, training: bool) ->
         test=dataset(test, augment=False),
         protocol=protocol,
         test_excluded=excluded,
+        val_trained=val_trained,
     )
 
 
@@ -165,6 +173,7 @@ def prepare_data(config: FinetuneConfig, dist: Dist, *, training: bool, progress
 
     data = main_process_first(dist, prepare, others=read)
     if dist.is_main and data.protocol == "test-set selection" and training:
-        logger.warning("--val-fraction 0: the best epoch is chosen on the test set, as the published results do; "
-                       "its test accuracy is optimistic (reported as test-set selection)")
+        joined = (f"the {data.val_trained:,} official validation images train too, and " if data.val_trained else "")
+        logger.warning("--val-fraction 0: %sthe best epoch is chosen on the test set, as the published results do; "
+                       "its test accuracy is optimistic (reported as test-set selection)", joined)
     return data

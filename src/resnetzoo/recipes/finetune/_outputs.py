@@ -176,24 +176,36 @@ class Outputs:
         write_text(self.folder / name, table.getvalue())
 
     def write_predictions(self, name: str, records: Sequence[ImageRecord], *, classes: Sequence[str],
-                          predictions: Sequence[int], confidences: Sequence[float], root: Path) -> None:
-        """A CSV of every image: key, path, label, predicted class, confidence, correct."""
+                          predictions: Sequence[int], confidences: Sequence[float], root: Path,
+                          protocol: str) -> None:
+        """A CSV of every image: key, path, label, predicted class, confidence, correct, protocol.
+
+        ``protocol`` (how the run chose its model, e.g. ``test-set selection``) is a column
+        rather than a comment line, so that every CSV reader keeps it and a row copied
+        elsewhere still says it.
+        """
         if not self.enabled:
             return
         table = io.StringIO(newline="")
         writer = csv.writer(table)
-        writer.writerow(["key", "path", "label", "label_name", "predicted", "predicted_name", "confidence", "correct"])
+        writer.writerow(["key", "path", "label", "label_name", "predicted", "predicted_name", "confidence", "correct",
+                         "protocol"])
         for record, predicted, confidence in zip(records, predictions, confidences, strict=True):
             try:
                 path = record.path.relative_to(root).as_posix()
             except ValueError:
                 path = str(record.path)
             writer.writerow([record.key, path, record.label, classes[record.label], predicted, classes[predicted],
-                             f"{confidence:.4f}", int(predicted == record.label)])
+                             f"{confidence:.4f}", int(predicted == record.label), protocol])
         write_text(self.folder / name, table.getvalue())
 
-    def plot_curves(self, history: Sequence[dict[str, Any]]) -> None:
-        """``curves.png``: loss and accuracy per epoch (skipped with a warning without matplotlib)."""
+    def plot_curves(self, history: Sequence[dict[str, Any]], *, protocol: str, selected_epoch: int) -> None:
+        """``curves.png``: loss and accuracy per epoch, titled with how the epoch was chosen.
+
+        Skipped with a warning without matplotlib. The title names the ``protocol``; the
+        selected epoch is marked, and under test-set selection the title says the test
+        curve chose it.
+        """
         if not self.enabled or not history:
             return
         try:
@@ -218,6 +230,14 @@ class Outputs:
         if f"{split}_top1_ema" in history[0]:
             acc_ax.plot(epochs, [r[f"{split}_top1_ema"] for r in history], "o--", label=f"{split} top-1 (EMA)")
         acc_ax.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
+        if selected_epoch:
+            acc_ax.axvline(selected_epoch, color="grey", linestyle=":", label=f"selected: epoch {selected_epoch}")
+        if split == "test":
+            chosen = ("test-set selection: the test curve chose the epoch, so its test accuracy is optimistic "
+                      "(--val-fraction 0)")
+        else:
+            chosen = f"epoch chosen on the {protocol}; the test set is read once, after training"
+        figure.suptitle(chosen, fontsize=10)
         for ax in (loss_ax, acc_ax):
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
             ax.grid(alpha=0.3)

@@ -502,6 +502,7 @@ def _save(figure: Any, path: Path, *, dpi: int) -> None:
 def plot_confusion(
     path: str | os.PathLike[str], confusion: torch.Tensor, *, classes: Sequence[str], order: Sequence[int] | None = None,
     title: str | None = None,
+    note: str | None = None,
 ) -> bool:
     """Draw ``confusion`` as a heat map of rates and write it as a PNG.
 
@@ -518,6 +519,8 @@ def plot_confusion(
         classes: ``C`` class names in label order.
         order: the class order of both axes.
         title: the figure title; default names the image count and top-1.
+        note: a line under the title that a reader must see (the recipe says there when
+            the test set chose the epoch); None for none.
 
     Returns:
         True, or False when matplotlib is not installed (then nothing is written).
@@ -564,7 +567,9 @@ def plot_confusion(
     ax.set_ylabel("true class")
     counted = " (numbers: image counts)" if num_classes <= 30 else ""
     subtitle = f"each row: a true class's images, as shares{counted}; classes ordered so that confusions form blocks"
-    ax.set_title(f"{title}\n" + textwrap.fill(subtitle, width=int(11 * side)), fontsize=10)
+    lines = [title, *([textwrap.fill(note, width=int(11 * side))] if note else []),
+             textwrap.fill(subtitle, width=int(11 * side))]
+    ax.set_title("\n".join(lines), fontsize=10)
     colorbar = figure.colorbar(image, ax=ax, shrink=0.6, ticks=[0, 0.02, 0.1, 0.25, 0.5, 1.0])
     colorbar.set_label("share of the true class's images (square-root scale)")
     _save(figure, Path(path), dpi=150 if num_classes > 60 else 100)
@@ -641,7 +646,8 @@ def _plot_cam_sample(path: Path, sample: _CamSample, classes: Sequence[str], Fig
     _save(figure, path, dpi=100)
 
 
-def _plot_cam_overview(path: Path, samples: list[_CamSample], classes: Sequence[str], Figure: Any, Canvas: Any) -> None:
+def _plot_cam_overview(path: Path, samples: list[_CamSample], classes: Sequence[str], Figure: Any, Canvas: Any, *,
+                       note: str | None = None) -> None:
     columns = min(4, len(samples))
     rows = math.ceil(len(samples) / columns)
     figure = Figure(figsize=(2.8 * columns, 3.0 * rows + 0.4), layout="constrained")
@@ -653,7 +659,9 @@ def _plot_cam_overview(path: Path, samples: list[_CamSample], classes: Sequence[
         name = _short(classes[sample.predicted])
         label = f"✓ {name}" if sample.correct else f"✗ {name}\n(true: {_short(classes[sample.true])})"
         _draw_cam(ax, sample, sample.predicted_map, title=label, fontsize=7)
-    figure.suptitle("Grad-CAM of the predicted class (+ marks the peak; green: ground-truth box)", fontsize=9)
+    title = "Grad-CAM of the predicted class (+ marks the peak; green: ground-truth box)"
+    wrapped = textwrap.fill(note, width=int(18 * 2.8 * columns)) if note else ""
+    figure.suptitle(title + (f"\n{wrapped}" if note else ""), fontsize=9)
     _save(figure, path, dpi=100)
 
 
@@ -884,6 +892,7 @@ def write_error_analysis(
     seed: int = 0,
     batch_size: int = 32,
     overwrite: bool = False,
+    note: str | None = None,
 ) -> ErrorAnalysis:
     """Write the confusion matrix, the confused pairs and the Grad-CAM sample; measure the pointing game.
 
@@ -927,6 +936,8 @@ def write_error_analysis(
         overwrite: replace this function's earlier files in ``output_dir``; without it
             an existing ``confusion.png``, ``confusion.csv``, ``confused_pairs.csv`` or
             non-empty ``cam/`` is an error. Files it did not write are never removed.
+        note: a line under the title of ``confusion.png`` and ``cam/overview.png``
+            (e.g. that the test set chose the model); None for none.
 
     Returns:
         An :class:`ErrorAnalysis`; put its :meth:`~ErrorAnalysis.summary` in ``summary.json``.
@@ -983,7 +994,7 @@ def write_error_analysis(
     write_text(out / "confusion.csv", _confusion_csv(confusion, classes))
     write_text(out / "confused_pairs.csv", _pairs_csv(pairs, classes, examples=examples))
     paths = [out / "confusion.csv", out / "confused_pairs.csv"]
-    if plot_confusion(out / "confusion.png", confusion, classes=classes, order=order):
+    if plot_confusion(out / "confusion.png", confusion, classes=classes, order=order, note=note):
         paths.append(out / "confusion.png")
     mpl = _matplotlib() if samples else None
     if mpl is not None:
@@ -992,7 +1003,7 @@ def write_error_analysis(
         for name, sample in zip(names, samples, strict=True):
             _plot_cam_sample(out / "cam" / name, sample, classes, *mpl)
             paths.append(out / "cam" / name)
-        _plot_cam_overview(out / "cam" / "overview.png", samples, classes, *mpl)
+        _plot_cam_overview(out / "cam" / "overview.png", samples, classes, *mpl, note=note)
         write_text(out / "cam" / "index.csv", _cam_index_csv(samples, names, classes))
         paths += [out / "cam" / "overview.png", out / "cam" / "index.csv"]
 

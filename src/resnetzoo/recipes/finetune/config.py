@@ -125,7 +125,8 @@ class FinetuneConfig:
     val_fraction: float = _setting(
         0.1, "share of each class's training images held out, seeded, to choose the best epoch; the "
         "test set is then evaluated once, at the end. 0 chooses on the test set, as the published "
-        "results do (every output says so). Data sets with their own validation split use it",
+        "results do (every output says so). Data sets with their own validation split use it, and "
+        "with 0 train on it too (train + val, as published)",
         group="data",
     )
     exclude_test_list: str | None = _setting(
@@ -138,7 +139,10 @@ class FinetuneConfig:
     )
 
     # model
-    arch: str = _setting("resnet50", "architecture, as listed by resnetzoo.list_models()", group="model")
+    arch: str | None = _setting(
+        "resnet50", "architecture, as listed by resnetzoo.list_models(); with --eval-only the checkpoint's "
+        "unless given (a checkpoint of another architecture is then refused)", group="model",
+    )
     pretrained: str = _setting(
         "tv_in1k",
         "start weights, as for resnetzoo.create_model: a tag of --arch (tv_in1k = torchvision "
@@ -208,6 +212,11 @@ class FinetuneConfig:
     ema_decay: float = _setting(
         0.0, "keep an exponential moving average of the weights with this decay per step (e.g. 0.999) "
         "and evaluate it beside the raw weights; 0 = off (published: off)", group="optimisation",
+    )
+    early_stop_patience: int = _setting(
+        0, "stop when the validation top-1 has not improved for N epochs (the best epoch is still the "
+        "one kept and tested); 0 = off, every --epochs run (published: off). Not with --val-fraction 0, "
+        "where it would stop on the test set", group="optimisation", metavar="N",
     )
 
     # speed
@@ -285,7 +294,7 @@ class FinetuneConfig:
         """
         for name in ("epochs", "batch_size", "img_size", "grad_accum", "lr_base_size"):
             _check_int(name, getattr(self, name), low=1)
-        for name in ("seed", "cam_images"):
+        for name in ("seed", "cam_images", "early_stop_patience"):
             _check_int(name, getattr(self, name), low=0)
         for name, low in (("workers", 0), ("crop_padding", 0), ("threads", 1)):
             if getattr(self, name) is not None:
@@ -326,6 +335,11 @@ class FinetuneConfig:
             raise ConfigError(f"--sync-bn and --bn {self.bn} contradict each other; give one")
         if self.resume and self.overwrite:
             raise ConfigError("--resume and --overwrite contradict each other; give one")
+        if self.early_stop_patience and self.val_fraction == 0:
+            raise ConfigError(
+                "--early-stop-patience with --val-fraction 0 would stop training on the test set; keep a "
+                "validation split (--val-fraction > 0) or drop --early-stop-patience"
+            )
         self._validate_dataset()
         self._validate_device()
         self._validate_model()
@@ -357,6 +371,10 @@ class FinetuneConfig:
             raise ConfigError(f"--device must be auto, cpu, cuda or cuda:N; got {self.device!r}")
 
     def _validate_model(self) -> None:
+        if self.arch is None:
+            if self.eval_only is None:
+                raise ConfigError("--arch is needed: name an architecture of resnetzoo.list_models()")
+            return  # --eval-only: the checkpoint's architecture
         models = list_models()
         if self.arch not in models:
             close = difflib.get_close_matches(self.arch, models, n=3)
@@ -371,12 +389,17 @@ class FinetuneConfig:
         remote = isinstance(source, str) and ("://" in source or source.startswith("hf-hub:"))
         if source is not None and not isinstance(source, WeightSpec) and not remote and not Path(source).exists():
             raise ConfigError(f"--pretrained {self.pretrained}: no such file")
+        if source is None and self.bn == "frozen":
+            raise ConfigError(
+                f"--bn frozen keeps the pretrained BatchNorm statistics, but --pretrained {self.pretrained} has none "
+                f"(it would freeze the initial mean 0 and variance 1); use --bn train or auto, or give pretrained "
+                f"weights"
+            )
 
     def _validate_paths(self) -> None:
-        if self.eval_only is not None and not Path(self.eval_only).is_file():
-            raise ConfigError(f"--eval-only {self.eval_only}: no such file")
-        if self.exclude_test_list is not None and not Path(self.exclude_test_list).is_file():
-            raise ConfigError(f"--exclude-test-list {self.exclude_test_list}: no such file")
+        for flag, value in (("--eval-only", self.eval_only), ("--exclude-test-list", self.exclude_test_list)):
+            if value is not None:
+                _check_regular_file(flag, Path(value))
         if self.synthetic or self.download or self.resume:
             return  # generated, fetched, or named by the checkpoint being resumed
         reader, root = resolve_reader(self.dataset, self.data_root)
@@ -387,10 +410,20 @@ class FinetuneConfig:
                     f"{root / TREE_DIRNAME / 'images.txt'}). Add --download to fetch it (1.1 GB), point "
                     f"--data-root at an extracted copy, or try the pipeline with --synthetic"
                 )
+        elif not root.is_dir() and reader.name == "imagefolder":
+            raise ConfigError(f"--dataset imagefolder:{root}: no such folder; expected {reader.layout}")
         elif not root.is_dir():
-            flag = "--dataset imagefolder:" if reader.name == "imagefolder" else "--data-root "
-            raise ConfigError(f"{flag}{root}: no such folder; {reader.title} is expected as {reader.layout}. "
+            raise ConfigError(f"--data-root {root}: no such folder; {reader.title} is expected as {reader.layout}. "
                               f"{reader.obtain}")
+
+
+def _check_regular_file(flag: str, path: Path) -> None:
+    """A file to read must be a regular file: a folder or a FIFO (which would block a reader) is refused."""
+    if not path.exists():
+        raise ConfigError(f"{flag} {path}: no such file")
+    if not path.is_file():
+        kind = "a folder" if path.is_dir() else "a FIFO, device or socket"
+        raise ConfigError(f"{flag} {path}: not a regular file ({kind}); give the path of a file")
 
 
 def _check_int(name: str, value: Any, *, low: int) -> None:
@@ -429,7 +462,7 @@ def resolve_settings(
         and for each setting that was chosen here a line saying how (``summary.json``
         ``settings_chosen``).
     """
-    pretrained = pretrained_source(config.arch, config.pretrained) is not None
+    pretrained = config.arch is not None and pretrained_source(config.arch, config.pretrained) is not None
     scale = config.img_size / _PUBLISHED_SIZE
     chosen: dict[str, Any] = {}
     why: dict[str, str] = {}
@@ -550,6 +583,8 @@ def parse_config(argv: list[str] | None = None, *, config_class: type[FinetuneCo
         The config.
     """
     given = vars((parser or build_parser(config_class)).parse_args(argv))
+    if given.get("eval_only") is not None and "arch" not in given:
+        given["arch"] = None  # the checkpoint's; an --arch given is checked against it
     if given.get("synthetic"):
         return config_class.for_synthetic(**given)
     return config_class(**given)

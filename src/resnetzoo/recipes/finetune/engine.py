@@ -34,7 +34,7 @@ import torch.nn as nn
 from tqdm.auto import tqdm
 
 from resnetzoo._io import describe_os_error
-from resnetzoo.errors import ResNetZooError, WeightsUnavailableError
+from resnetzoo.errors import ResNetZooError, WeightsLoadError, WeightsUnavailableError
 from resnetzoo.recipes.finetune._batchnorm import apply_bn_policy, freeze_bn_statistics
 from resnetzoo.recipes.finetune._data import prepare_data
 from resnetzoo.recipes.finetune._distributed import (
@@ -87,7 +87,7 @@ from resnetzoo.weights import (
     read_checkpoint,
 )
 
-__all__ = ["Dist", "Run", "build_model", "evaluate_checkpoint", "main", "train"]
+__all__ = ["Dist", "Run", "build_model", "epochs_without_improvement", "evaluate_checkpoint", "main", "train"]
 
 logger = logging.getLogger(__name__)
 
@@ -117,16 +117,37 @@ def build_model(config: FinetuneConfig, *, num_classes: int, load_pretrained: bo
     Raises:
         WeightsUnavailableError: the weights cannot be fetched; the message says how to
             pass a file from the command line.
+        WeightsLoadError: the weights do not fit ``config.arch`` (the classifier aside);
+            the message says what a shell user can do about it.
     """
-    wanted = load_pretrained and pretrained_source(config.arch, config.pretrained) is not None
+    arch = str(config.arch)
+    wanted = load_pretrained and pretrained_source(arch, config.pretrained) is not None
     try:
-        return create_model(config.arch, pretrained=config.pretrained if wanted else False, num_classes=num_classes,
+        return create_model(arch, pretrained=config.pretrained if wanted else False, num_classes=num_classes,
                             drop_path_rate=config.drop_path_rate)
     except WeightsUnavailableError as e:
         raise WeightsUnavailableError(
             f"{e}\nFrom the command line: download the weights where you have access and pass the file "
             f"with --pretrained PATH, or train from scratch with --pretrained none."
         ) from e
+    except WeightsLoadError as e:  # the library's advice ("pass strict=False") is for Python callers
+        raise WeightsLoadError(f"--pretrained {config.pretrained} does not fit --arch {arch}: {e.report}\n"
+                               f"{_misfit_advice(e.report, source=str(config.pretrained), arch=arch)}",
+                               e.report) from None
+
+
+def _misfit_advice(report: Any, *, source: str, arch: str) -> str:
+    """What a shell user can do about weights that do not fit strictly (``report``: a LoadReport)."""
+    head = report.head_prefix + "."
+    unfit = [key for key in [*report.missing, *(m.key for m in report.mismatched), *(i.key for i in report.invalid)]
+             if not key.startswith(head)]
+    if not unfit and report.unexpected:  # every tensor of the network is there, and more
+        return (f"The file holds every tensor of a {arch} and {len(report.unexpected)} more that it does not use. "
+                f"Write a copy without them, then train from it: resnetzoo convert {source} clean.safetensors "
+                f"--arch {arch} --allow-partial, and --pretrained clean.safetensors")
+    return (f"The file does not hold a {arch}: check --arch (resnetzoo inspect {source} tells what it holds); if the "
+            f"network sits under a key prefix (module., backbone.), write a clean copy with resnetzoo convert "
+            f"{source} clean.safetensors --arch {arch} --prefix PREFIX and pass --pretrained clean.safetensors")
 
 
 def _amp_dtype(config: FinetuneConfig, device: torch.device) -> torch.dtype | None:
@@ -160,6 +181,20 @@ class _Best:
 
     top1: float = -1.0
     epoch: int = 0
+
+
+def epochs_without_improvement(scores: list[float]) -> int:
+    """How many of the last ``scores`` (selection top-1 per epoch) are not better than every one before.
+
+    A tie is no improvement here: early stopping waits for a *better* validation score
+    (the best checkpoint, by contrast, takes the later of two tied epochs). A function of
+    the history alone, so a resumed run stops at the same epoch as an uninterrupted one.
+    """
+    best, last_better = -math.inf, 0
+    for epoch, score in enumerate(scores, start=1):
+        if score > best:
+            best, last_better = score, epoch
+    return len(scores) - last_better
 
 
 # ---------------------------------------------------------------------------- the run
@@ -255,6 +290,13 @@ class Run:
         """Progress bars: only on the main process, and only on a terminal (in a log file they are noise)."""
         return self.config.progress and self.dist.is_main and sys.stderr.isatty()
 
+    @property
+    def stopped_early(self) -> bool:
+        """``--early-stop-patience N``: the selection top-1 has not improved for N epochs."""
+        patience = self.config.early_stop_patience
+        scores = [row[f"{self.data.selection_split}_top1"] for row in self.history]
+        return patience > 0 and len(scores) < self.config.epochs and epochs_without_improvement(scores) >= patience
+
     # ------------------------------------------------------------------------- fit
     def fit(self) -> dict[str, Any]:
         """Train every remaining epoch, then evaluate the test split once and write the summary.
@@ -270,12 +312,15 @@ class Run:
         started = time.perf_counter()
         try:
             for epoch in range(self.start_epoch, self.config.epochs):
+                if self.stopped_early:  # checked first: a resumed run that had stopped trains no more
+                    break
                 epoch_started = time.perf_counter()
                 self.begin_epoch(epoch)
                 stats = self.train_epoch(epoch)
                 self.check_weights(epoch)
                 scores = self.evaluate_epoch(epoch)
-                row = {"epoch": epoch + 1, **stats, **scores, "epoch_s": time.perf_counter() - epoch_started}
+                row = {"epoch": epoch + 1, **stats, **scores, "epoch_s": time.perf_counter() - epoch_started,
+                       "selected_on": self.data.selection_split, "protocol": self.data.protocol}
                 self.end_epoch(row, started=started)
             return self.finish(started=started)
         finally:
@@ -397,6 +442,10 @@ class Run:
             logger.info("epoch %d/%d  loss %.3f  train %.2f%%  %s %.2f%%%s  %.1f s  %.0f img/s", row["epoch"],
                         self.config.epochs, row["train_loss"], row["train_top1"], split, row[f"{split}_top1"], ema,
                         row["epoch_s"], row["images_per_s"])
+            if self.stopped_early:
+                logger.info("early stop after epoch %d: no better %s top-1 than %.2f%% for %d epochs "
+                            "(--early-stop-patience %d)", row["epoch"], split, self.best.top1,
+                            self.config.early_stop_patience, self.config.early_stop_patience)
 
     def finish(self, *, started: float) -> dict[str, Any]:
         """Evaluate the test split on the final, the selected and the averaged weights; write the summary."""
@@ -413,7 +462,7 @@ class Run:
                     selected_on="final epoch (weight average)", top1=averaged.top1, top1_on="test",
                     epoch=len(self.history)))
         summary = {**self._summary(final, selected, averaged, started=started), **errors}
-        self.outputs.plot_curves(self.history)
+        self.outputs.plot_curves(self.history, protocol=self.data.protocol, selected_epoch=self.best.epoch)
         self.outputs.write_json("summary.json", summary)
         return summary
 
@@ -442,6 +491,8 @@ class Run:
             self.out, model=self.model, images=test, labels=test.targets, predictions=final.predictions,
             classes=self.classes, image_ids=[record.key for record in test.records], mean=self.mean, std=self.std,
             boxes=boxes, num_cams=self.config.cam_images, seed=self.config.seed, overwrite=True,
+            note=(f"test-set selection: this run chose its epoch on these test images (epoch {self.best.epoch}); "
+                  f"accuracies chosen so are optimistic" if self.data.selection_split == "test" else None),
         )
         return result.summary()
 
@@ -474,7 +525,7 @@ class Run:
                                      final.per_class_total)
         self.outputs.write_predictions("predictions.csv", self.data.test.records, classes=self.classes,
                                        predictions=final.predictions or [], confidences=final.confidences or [],
-                                       root=self.data.image_set.root)
+                                       root=self.data.image_set.root, protocol=self.data.protocol)
 
     # ------------------------------------------------------------------ helpers
     def _eval_loader(self, dataset: ImageDataset) -> torch.utils.data.DataLoader:
@@ -583,8 +634,11 @@ class Run:
             "dataset": self.data.image_set.name, "num_classes": len(self.classes),
             "train_images": len(self.train_set), "val_images": len(val) if val is not None else 0,
             "test_images": len(self.data.test), "test_images_excluded": self.data.test_excluded,
+            "val_images_trained": self.data.val_trained,
             "val_fraction": self.config.val_fraction if self.data.protocol == "validation split" else None,
-            "epochs": len(self.history), "time_s": self.elapsed_before + time.perf_counter() - started,
+            "epochs": len(self.history), "early_stop_patience": self.config.early_stop_patience,
+            "stopped_early_at_epoch": len(self.history) if self.stopped_early else None,
+            "time_s": self.elapsed_before + time.perf_counter() - started,
             "images_per_s": float(np.median([row["images_per_s"] for row in self.history])) if self.history else None,
             "lr_rule": self._lr_rule(), "bn": self.config.bn, "settings_chosen": self.settings_chosen,
             "world_size": self.dist.world_size,
@@ -626,7 +680,7 @@ def evaluate_checkpoint(config: FinetuneConfig, *, dist: Dist, device: torch.dev
     protocol = None
     if path.suffix == ".safetensors":
         state, meta = read_checkpoint(path)  # a truncated or corrupt file is a CheckpointError
-        config = dataclasses.replace(config, arch=meta.get("arch", config.arch))
+        config = dataclasses.replace(config, arch=_checkpoint_arch(config, meta.get("arch"), path))
         for name, kind in (("img_size", int), ("resize", int), ("resize_mode", str)):
             if name in meta:
                 config = dataclasses.replace(config, **{name: kind(meta[name])})
@@ -640,7 +694,8 @@ def evaluate_checkpoint(config: FinetuneConfig, *, dist: Dist, device: torch.dev
     else:
         checkpoint = load_checkpoint(path)
         saved = type(config).from_dict(checkpoint["config"])
-        config = dataclasses.replace(config, arch=saved.arch, img_size=saved.img_size, resize=saved.resize,
+        config = dataclasses.replace(config, arch=_checkpoint_arch(config, saved.arch, path), img_size=saved.img_size,
+                                     resize=saved.resize,
                                      resize_mode=saved.resize_mode, bbox_crop=saved.bbox_crop)
         mean, std, state, classes = checkpoint["mean"], checkpoint["std"], checkpoint["model"], checkpoint["classes"]
     show = config.progress and dist.is_main and sys.stderr.isatty()
@@ -669,11 +724,25 @@ def evaluate_checkpoint(config: FinetuneConfig, *, dist: Dist, device: torch.dev
                             result.per_class_total)
     outputs.write_predictions("eval_predictions.csv", data.test.records, classes=data.test.classes,
                               predictions=result.predictions or [], confidences=result.confidences or [],
-                              root=data.image_set.root)
+                              root=data.image_set.root, protocol=protocol or "")
     if dist.is_main:
         logger.info("%s: test top-1 %.2f %%, top-5 %.2f %% on %d images", path, result.top1, result.top5,
                     result.images)
     return summary
+
+
+def _checkpoint_arch(config: FinetuneConfig, saved: str | None, path: Path) -> str:
+    """The architecture to evaluate: the checkpoint's; an ``--arch`` given must name the same one."""
+    if saved is None:
+        if config.arch is None:
+            raise ConfigError(f"--eval-only {path} records no architecture; name it with --arch")
+        return config.arch
+    if config.arch is not None and config.arch != saved:
+        raise ConfigError(
+            f"--eval-only {path} holds a {saved}, but --arch is {config.arch}; leave --arch out (or pass "
+            f"--arch {saved}) to evaluate it, or give a {config.arch} checkpoint"
+        )
+    return saved
 
 
 # ------------------------------------------------------------------------- public API
@@ -793,5 +862,7 @@ def _print_result(config: FinetuneConfig, summary: dict[str, Any]) -> None:
     else:
         chosen = (f"epoch {summary['selected_epoch']} chosen on the {summary['protocol']} "
                   f"({summary['val_top1_selected']:.2f} %): test top-1 {summary['test_top1_selected']:.2f} %")
-    print(f"test top-1 {summary['test_top1']:.2f} % after {summary['epochs']} epochs; {chosen}; "
+    stopped = (f" (stopped early: no better validation top-1 for {summary['early_stop_patience']} epochs)"
+               if summary.get("stopped_early_at_epoch") else "")
+    print(f"test top-1 {summary['test_top1']:.2f} % after {summary['epochs']} epochs{stopped}; {chosen}; "
           f"results in {summary['output_dir']}")
