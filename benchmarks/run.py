@@ -1,7 +1,7 @@
 """Benchmark resnetzoo against torchvision and timm on the same work, in one process.
 
     python benchmarks/run.py                  # ResNet-50, batch 8, 224 px, CPU: every section
-    python benchmarks/run.py --quick          # 3 rounds, no torch.compile or int8, memory at --size/--batch
+    python benchmarks/run.py --quick          # 3 rounds, no torch.compile, int8 or export; memory at --size/--batch
     python benchmarks/run.py --device cuda --models resnet50 resnet101 --batch 64
     python benchmarks/run.py --emulate-avx2   # this CPU limited to AVX2 (oneDNN, ATen, resnetzoo's probe)
 
@@ -238,6 +238,8 @@ INFERENCE_NOTES = {
     "resnetzoo: optimize_for_inference(dtype=bfloat16, compile=True)",
     "int8 quantize": "resnetzoo.quantize (torchao PT2E, x86 Inductor quantizer, compiled with freezing); "
     "calibrated on random images: speed only, accuracy on real images in benchmarks/int8_digits.py",
+    "int8 reference": "resnetzoo: optimize_for_inference(compile=True), bf16 on AMX, else fp32: the int8 goal's "
+    "reference, timed on its own because compile is not among --sections",
     "onnxruntime fp32": "resnetzoo.export(format='onnx') run by onnxruntime (CPU provider, torch's thread count) "
     "vs torchvision eager fp32",
 }
@@ -264,10 +266,17 @@ def _int8(ours: nn.Module, x: torch.Tensor) -> tuple[nn.Module, Any]:
                     accuracy_budget=100)
 
 
+def _int8_reference() -> tuple[str, torch.dtype]:
+    """The row whose resnetzoo model the int8 goal compares with: compiled bf16 on AMX, compiled fp32 elsewhere."""
+    return ("torch.compile bf16", torch.bfloat16) if cpu.cpu_features().amx else ("torch.compile fp32", torch.float32)
+
+
 def _inference_contenders(
     models: dict[str, nn.Module], x: torch.Tensor, *, device: torch.device, sections: list[str]
-) -> tuple[dict[str, dict[str, Callable[[], Any]]], dict[str, Any]]:
-    """Per row, per library, a function that runs one batch; and resnetzoo's optimised models (and reports)."""
+) -> tuple[dict[str, dict[str, Callable[[], Any]]], dict[str, Any], list[str]]:
+    """Per row, per library, a function that runs one batch; resnetzoo's optimised models (and reports);
+    and why a section asked for was not run."""
+    skipped = []
     x_cl = x.contiguous(memory_format=CL)
     ours, tv = models["resnetzoo"], models.get("torchvision")
     fast: dict[str, Any] = {"fp32 optimize_for_inference": optimize_for_inference(ours)}
@@ -291,16 +300,31 @@ def _inference_contenders(
                 compiled_tv = _with_autocast(compiled_tv, device)
             fast[row] = optimize_for_inference(ours, dtype=dtype, compile=True)
             rows[row] = {"torchvision": _no_grad(_frozen(compiled_tv), x), "resnetzoo": _no_grad(fast[row], x)}
-    if "int8" in sections and "compile" in sections and device.type == "cpu":
+    if "int8" in sections and device.type != "cpu":
+        skipped.append(f"int8: not run on {device}: resnetzoo.quantize makes int8 models for CPUs; "
+                       f"run with --device cpu")
+    elif "int8" in sections:
         fast["int8 quantize"], fast["int8 report"] = _int8(ours, x)
         rows["int8 quantize"] = {"resnetzoo": _no_grad(fast["int8 quantize"], x)}
-    if "export" in sections and tv is not None and device.type == "cpu":
+        reference, dtype = _int8_reference()
+        if reference not in rows:  # compile not asked for (or no torchvision): time the goal's reference alone
+            fast[f"{reference} (the int8 reference)"] = model = optimize_for_inference(ours, dtype=dtype, compile=True)
+            rows["int8 reference"] = {"resnetzoo": _no_grad(model, x)}
+    if "export" in sections and device.type != "cpu":
+        skipped.append(f"export: not run on {device}: the export is verified with onnxruntime's CPU provider; "
+                       f"run with --device cpu")
+    elif "export" in sections and tv is None:
+        skipped.append("export: the onnxruntime row needs torchvision (its reference); pip install torchvision")
+    elif "export" in sections:
         session = _onnx_session(ours, x)
-        if session is not None:
+        if session is None:
+            skipped.append("export: no onnxruntime row: onnxruntime is not installed "
+                           "(pip install 'resnetzoo[export]')")
+        else:
             name = session.get_inputs()[0].name
             rows["onnxruntime fp32"] = {"torchvision": _no_grad(tv, x),
                                         "resnetzoo": lambda: session.run(None, {name: x.numpy()})}
-    return rows, fast
+    return rows, fast, skipped
 
 
 def _onnx_session(model: nn.Module, x: torch.Tensor) -> Any:
@@ -368,17 +392,18 @@ def _export_checks(ours: nn.Module, args: argparse.Namespace) -> list[Check]:
 
 
 def _inference(models: dict[str, nn.Module], x: torch.Tensor, args: argparse.Namespace) -> tuple[list[Row], list[Check]]:
-    contenders, fast = _inference_contenders(models, x, device=args.device, sections=args.sections)
+    contenders, fast, skipped = _inference_contenders(models, x, device=args.device, sections=args.sections)
     flat = {f"{row}|{lib}": fn for row, libs in contenders.items() for lib, fn in libs.items()}
     samples = alternate(flat, rounds=args.rounds, warmup=args.warmup, device=args.device)
     baseline = samples.get("fp32 eager|torchvision")
-    amx = cpu.cpu_features().amx
     rows = []
     for row, libs in contenders.items():
         reference = (BASELINE, baseline) if baseline else None
         if row == "int8 quantize":
-            ref_row = "torch.compile bf16" if amx else "torch.compile fp32"
-            reference = (f"resnetzoo compiled {'bf16' if amx else 'fp32'}", samples[f"{ref_row}|resnetzoo"])
+            ref_row, dtype = _int8_reference()
+            ref_row = ref_row if ref_row in contenders else "int8 reference"
+            reference = (f"resnetzoo compiled {'bf16' if dtype == torch.bfloat16 else 'fp32'}",
+                         samples[f"{ref_row}|resnetzoo"])
         result = _timed_row(
             "inference", f"inference {row}", {lib: samples[f"{row}|{lib}"] for lib in libs},
             per_call=x.shape[0], note=INFERENCE_NOTES[row], reference=reference,
@@ -390,6 +415,9 @@ def _inference(models: dict[str, nn.Module], x: torch.Tensor, args: argparse.Nam
     checks = _inference_checks(models, fast, x, device=args.device)
     if "export" in args.sections and args.device.type == "cpu":
         checks += _export_checks(models["resnetzoo"], args)
+    for why in skipped:  # a section asked for and not run says so, in the table and at once
+        print(f"benchmarks/run.py: {why}", file=sys.stderr)
+        checks.append(Check(f"NOT RUN: {why}", float("nan"), "", None))
     return rows, checks
 
 
@@ -637,15 +665,16 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=None, help="timed rounds (default 7; 3 with --quick)")
     p.add_argument("--warmup", type=int, default=None, help="untimed rounds first (default 2; 1 with --quick)")
     p.add_argument("--sections", nargs="+", choices=SECTIONS, default=None,
-                   help="what to measure (default: all; --quick leaves out compile)")
+                   help="what to measure (default: all; --quick leaves out compile, int8 and export). "
+                   "int8 runs without compile too: its goal's reference is then timed on its own")
     p.add_argument("--mem-size", type=int, default=None, help="image size of the memory rows (default 448; --size with --quick)")
     p.add_argument("--mem-batch", type=int, default=None, help="batch of the memory rows (default 2; --batch with --quick)")
     p.add_argument("--train-amp", action=argparse.BooleanOptionalAction, default=None,
                    help="add a bf16-autocast channels-last training row (default: on for cuda)")
     p.add_argument("--data-workers", type=int, nargs="+", default=None, help="loader worker counts (default 0 1 2)")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results", help="output folder")
-    p.add_argument("--quick", action="store_true", help="a fast smoke run: fewer rounds, no torch.compile, int8 "
-                   "or export")
+    p.add_argument("--quick", action="store_true", help="a fast smoke run: fewer rounds, smaller memory rows and "
+                   "export sweep; unless --sections says otherwise, no torch.compile, int8 or export")
     p.add_argument("--emulate-avx2", action="store_true",
                    help="run this CPU's AVX2 code paths: oneDNN and ATen limited to AVX2, resnetzoo's probe "
                    "answering as an AVX2-only CPU (labelled as such in the output)")

@@ -19,9 +19,11 @@ import torch.nn.functional as F
 import resnetzoo
 from resnetzoo import BasicBlock, Bottleneck, ResNet
 from resnetzoo.inference import (
+    CpuFeatures,
     FusedConv2d,
     InferenceModel,
     InferenceReport,
+    cpu,
     fold_batchnorms,
     optimize_for_inference,
 )
@@ -317,6 +319,59 @@ def test_benchmark_quick_run_writes_json_and_markdown(tmp_path):
     assert not any(row["section"] == "compile" or "compile" in row["name"] for row in results["rows"])  # --quick
     assert "| measurement | unit | torchvision | timm | resnetzoo |" in table
     assert "| inference fp32 eager | img/s |" in table
+
+
+def _benchmark_script(monkeypatch):
+    """benchmarks/run.py as a module (it puts benchmarks/ on sys.path: restored after the test)."""
+    import importlib.util
+
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    spec = importlib.util.spec_from_file_location("resnetzoo_benchmarks_run", ROOT / "benchmarks" / "run.py")
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, module)  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(("amx", "reference"), [(True, torch.bfloat16), (False, torch.float32)])
+def test_benchmark_runs_int8_without_compile_against_the_goals_reference(monkeypatch, amx, reference):
+    bench = _benchmark_script(monkeypatch)
+    made = []
+
+    def optimize(model, *, dtype=torch.float32, compile=False):  # stands in for minutes of compilation
+        made.append((dtype, compile))
+        return model
+
+    monkeypatch.setattr(bench, "optimize_for_inference", optimize)
+    monkeypatch.setattr(bench, "_int8", lambda ours, x: (ours, "the int8 report"))
+    monkeypatch.setattr(cpu, "cpu_features", lambda: CpuFeatures(capability="AVX512", avx2=True, amx=amx))
+    model = ResNet(**TINY, block="basic").eval()
+    rows, fast, skipped = bench._inference_contenders({"resnetzoo": model, "torchvision": model},
+                                                      torch.randn(1, 3, 32, 32), device=torch.device("cpu"),
+                                                      sections=["inference", "int8"])
+    assert "int8 quantize" in rows and fast["int8 report"] == "the int8 report" and skipped == []
+    assert "int8 reference" in rows and (reference, True) in made  # the goal's reference, compiled, on its own
+    assert not any(row.startswith("torch.compile") for row in rows)
+
+
+def test_benchmark_says_why_a_section_asked_for_is_not_run_and_its_help_is_true(monkeypatch, capsys):
+    bench = _benchmark_script(monkeypatch)
+    monkeypatch.setattr(bench, "optimize_for_inference", lambda model, **kw: model)
+    model = ResNet(**TINY, block="basic").eval()
+    rows, _, skipped = bench._inference_contenders({"resnetzoo": model}, torch.randn(1, 3, 32, 32),
+                                                   device=torch.device("cuda"), sections=["inference", "int8", "export"])
+    assert "int8 quantize" not in rows
+    assert skipped == ["int8: not run on cuda: resnetzoo.quantize makes int8 models for CPUs; run with --device cpu",
+                       "export: not run on cuda: the export is verified with onnxruntime's CPU provider; run with "
+                       "--device cpu"]
+    with pytest.raises(SystemExit):
+        bench._parse(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--quick leaves out compile, int8 and export" in text
+    assert "unless --sections says otherwise, no torch.compile, int8 or export" in text
+    quick = bench._parse(["--quick"])
+    assert not {"compile", "int8", "export"} & set(quick.sections)
+    assert "int8" in bench._parse(["--quick", "--sections", "int8"]).sections
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal path of a machine without a GPU")

@@ -15,9 +15,11 @@ from resnetzoo.errors import ExportError, MissingDependencyError
 from resnetzoo.inference import (
     ExportReport,
     Preprocessing,
+    export_format,
     exporter,
     optimize_for_inference,
     read_export_metadata,
+    recipe_metadata,
 )
 from resnetzoo.inference import export as export_model
 
@@ -207,6 +209,89 @@ def test_cli_exports_a_recipe_checkpoint_with_its_classes_and_normalisation(tmp_
     assert "already exists; pass --overwrite" in capsys.readouterr().err
     assert main(["export", str(checkpoint), str(tmp_path / "birds.tflite"), "--arch", "resnet18"]) == 2
     assert "name it .onnx or .pt2" in capsys.readouterr().err
+
+
+def test_the_format_follows_the_suffix_and_a_contradiction_is_refused(tmp_path):
+    model = ResNet(**TINY, block="basic").eval()
+    report = export_model(model, tmp_path / "m.pt2", check_shapes=[(1, 32, 32)])  # no format=: the suffix says pt2
+    assert report.format == "pt2"
+    program = torch.export.load(tmp_path / "m.pt2").module()  # a real program, not an ONNX file named .pt2
+    with torch.no_grad():
+        torch.testing.assert_close(program(torch.ones(1, 3, 32, 32)), model(torch.ones(1, 3, 32, 32)))
+    assert [export_format(name) for name in ("a.onnx", "b.ONNX", "c.pt2")] == ["onnx", "onnx", "pt2"]
+    assert export_format("model.bin", format="pt2") == "pt2"  # a suffix that names no format: the format decides
+    for name, fmt, match in [("x.pt2", "onnx", r"'x.pt2' names a pt2 file but the format asked for is onnx; "
+                                                r"name it x.onnx, or leave the format out"),
+                             ("x.onnx", "pt2", "'x.onnx' names a onnx file"),
+                             ("x.tflite", None, r"cannot tell the export format from 'x.tflite'; name it .onnx"),
+                             ("x", None, "cannot tell the export format")]:
+        with pytest.raises(ValueError, match=match):
+            export_model(model, tmp_path / name, format=fmt)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pt2"]
+
+
+def _recipe_checkpoint(path: Path, model: nn.Module, classes: list[str]) -> None:
+    """``checkpoint.pt`` as ``recipes.finetune.engine.Run._checkpoint_state`` and ``save_checkpoint`` write it."""
+    from resnetzoo.recipes.finetune.checkpoints import CHECKPOINT_FORMAT, save_checkpoint
+    from resnetzoo.recipes.finetune.config import FinetuneConfig
+
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    config = FinetuneConfig.for_synthetic(img_size=64, resize=73, resize_mode="square")
+    save_checkpoint(path, {
+        "format": CHECKPOINT_FORMAT, "epoch": 2, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+        "scheduler": {}, "scaler": {}, "ema": None, "config": config.to_dict(), "classes": classes,
+        "mean": [0.5, 0.4, 0.3], "std": [0.2, 0.2, 0.2], "best": {"epoch": 1, "top1": 50.0}, "history": [],
+        "settings_chosen": {}, "elapsed_s": 1.0,
+    })
+
+
+RECIPE_PREPROCESSING = Preprocessing(input_size=(3, 64, 64), mean=(0.5, 0.4, 0.3), std=(0.2, 0.2, 0.2),
+                                     resize_size=73, crop_pct=64 / 73, resize_mode="square")
+
+
+def test_recipe_metadata_reads_the_training_checkpoint_and_the_safetensors_alike(tmp_path):
+    from resnetzoo.remap import save_weights
+    from resnetzoo.weights import read_source
+
+    model = ResNet(**{**TINY, "num_classes": 3}, block="basic")
+    classes = ["Black_footed_Albatross", "Laysan_Albatross", "Sooty_Albatross"]
+    _recipe_checkpoint(tmp_path / "checkpoint.pt", model, classes)
+    save_weights(model, tmp_path / "best.safetensors", metadata={
+        "classes": json.dumps(classes), "mean": json.dumps([0.5, 0.4, 0.3]), "std": json.dumps([0.2, 0.2, 0.2]),
+        "img_size": "64", "resize": "73", "resize_mode": "square"})
+    torch.save(model.state_dict(), tmp_path / "plain.pth")
+    expected = (tuple(classes), RECIPE_PREPROCESSING)
+    assert recipe_metadata(read_source(tmp_path / "checkpoint.pt")) == expected
+    assert recipe_metadata(read_source(tmp_path / "best.safetensors")) == expected
+    assert recipe_metadata(read_source(tmp_path / "plain.pth")) == (None, None)
+
+
+@pytest.mark.slow
+def test_cli_exports_the_recipes_training_checkpoint_and_warns_where_nothing_is_saved(tmp_path, monkeypatch, capsys):
+    from resnetzoo.cli import main
+
+    monkeypatch.setattr(exporter, "DEFAULT_SWEEP", ((1, 64, 64),))
+    monkeypatch.setattr("resnetzoo.registry.create_model",
+                        lambda arch, **kw: ResNet(**{**TINY, **kw}, block="basic", arch=arch))
+    model = ResNet(**{**TINY, "num_classes": 3}, block="basic", arch="resnet18").eval()
+    classes = ["Black_footed_Albatross", "Laysan_Albatross", "Sooty_Albatross"]
+    _recipe_checkpoint(tmp_path / "checkpoint.pt", model, classes)
+    assert main(["export", str(tmp_path / "checkpoint.pt"), str(tmp_path / "final.pt2"), "--arch", "resnet18"]) == 0
+    assert "warning" not in capsys.readouterr().err
+    meta = read_export_metadata(tmp_path / "final.pt2")
+    assert meta.class_names == tuple(classes) and meta.preprocessing == RECIPE_PREPROCESSING
+
+    torch.save(model.state_dict(), tmp_path / "plain.pth")  # says nothing of its classes or preprocessing
+    assert main(["export", str(tmp_path / "plain.pth"), str(tmp_path / "plain.pt2"), "--arch", "resnet18"]) == 0
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "plain.pth says nothing of its preprocessing; the export's metadata falls back to ImageNet's " in err
+    assert "without class names" in err and "preprocessing=Preprocessing(...)" in err
+    assert read_export_metadata(tmp_path / "plain.pt2").preprocessing == Preprocessing()
+
+    assert main(["export", str(tmp_path / "checkpoint.pt"), str(tmp_path / "x.pt2"), "--format", "onnx"]) == 2
+    assert "'x.pt2' names a pt2 file but the format asked for is onnx" in capsys.readouterr().err
+    assert not (tmp_path / "x.pt2").exists()
 
 
 def test_metadata_comes_from_the_weight_record_when_the_head_is_the_records():

@@ -139,6 +139,30 @@ def test_bad_labels_and_settings_are_refused():
         quantize(model, _images(), eval_data=_images(), max_fallbacks=1.5)
 
 
+def test_calibration_and_evaluation_at_different_sizes_are_refused_up_front(monkeypatch):
+    model = ResNet(**TINY, block="basic").eval()
+    calls = []
+    monkeypatch.setattr(quantization, "_trace", lambda *a: calls.append(a))  # nothing gets as far as the int8 flow
+    with pytest.raises(ValueError, match=r"^eval_data batch 0: images are 32x32 but the calibration_data images are "
+                                         r"1x1; calibrate and evaluate at the one size you will run the model at"):
+        quantize(model, _images(size=1), eval_data=_images(size=32), compile=False)
+    with pytest.raises(ValueError, match=r"calibration_data batch 1: images are 16x16 but the first batch's are "
+                                         r"32x32"):
+        quantize(model, [_images(), _images(size=16)], eval_data=_images(), compile=False)
+    assert calls == []
+
+
+def test_labels_outside_the_models_classes_are_refused_up_front(monkeypatch):
+    model = ResNet(**TINY, block="basic").eval()  # 10 classes
+    calls = []
+    monkeypatch.setattr(quantization, "_trace", lambda *a: calls.append(a))
+    for labels, shown in [(torch.full((4,), 99), "from 99 to 99"), (torch.tensor([0, 1, -1, 2]), "from -1 to 2")]:
+        with pytest.raises(ValueError, match=rf"eval_data batch 1: labels run {shown}, but the model has 10 classes; "
+                                             rf"give class indices in \[0, 10\)"):
+            quantize(model, _images(), eval_data=[(_images(), torch.arange(4)), (_images(), labels)], compile=False)
+    assert calls == []
+
+
 @pytest.mark.parametrize(
     ("features", "words"),
     [

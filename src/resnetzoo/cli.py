@@ -213,14 +213,12 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from resnetzoo.inference import Preprocessing, export
+    from resnetzoo.inference import Preprocessing, export, export_format, recipe_metadata
     from resnetzoo.registry import create_model_from_checkpoint
     from resnetzoo.remap import load_weights
 
     output = Path(args.output)
-    fmt = args.format or {".onnx": "onnx", ".pt2": "pt2"}.get(output.suffix.lower())
-    if fmt is None:
-        raise ValueError(f"cannot tell the format from {output.name!r}; name it .onnx or .pt2, or give --format")
+    fmt = export_format(output, format=args.format)
     if output.exists() and not args.overwrite:
         raise FileExistsError(f"{output} already exists; pass --overwrite to replace it")
     loaded = _read(args.checkpoint)
@@ -231,9 +229,16 @@ def _export(args: argparse.Namespace) -> int:
         overrides = {} if args.num_classes is None else {"num_classes": args.num_classes}
         model, _ = create_model_from_checkpoint(loaded, prefix=args.prefix, strict=True,
                                                 ignore_head=args.ignore_head, **overrides)
-    meta = loaded.metadata
-    class_names = json.loads(meta["classes"]) if "classes" in meta and not args.ignore_head else None
-    preprocessing = Preprocessing.from_metadata(meta, in_chans=model.in_chans) if "mean" in meta else None
+    class_names, preprocessing = recipe_metadata(loaded, in_chans=model.in_chans)
+    if args.ignore_head:
+        class_names = None  # the checkpoint's classes belong to the head left out
+    if preprocessing is None:
+        default = Preprocessing()
+        print(f"resnetzoo: warning: {args.checkpoint} says nothing of its preprocessing; the export's metadata "
+              f"falls back to ImageNet's (input {default.input_size[1]} px, mean {default.mean}, std {default.std}, "
+              f"resize {default.resize_mode} side){'' if class_names else ' without class names'}. To set them, "
+              f"export the recipe's best.safetensors or checkpoint.pt, or call resnetzoo.export(model, path, "
+              f"preprocessing=Preprocessing(...), class_names=[...]) in Python", file=sys.stderr)
     report = export(model.eval(), output, format=fmt, class_names=class_names, preprocessing=preprocessing,
                     overwrite=args.overwrite)
     if args.json:

@@ -23,7 +23,9 @@ from resnetzoo.inference.exporter import (
     Preprocessing,
     ShapeCheck,
     export,
+    export_format,
     read_export_metadata,
+    recipe_metadata,
 )
 from resnetzoo.inference.fold import fold_batchnorms
 from resnetzoo.inference.kernels import FusedConv2d, KernelChoice
@@ -45,8 +47,10 @@ __all__ = [
     "ShapeCheck",
     "cpu_features",
     "export",
+    "export_format",
     "fold_batchnorms",
     "optimize_for_inference",
     "quantize",
     "read_export_metadata",
+    "recipe_metadata",
 ]

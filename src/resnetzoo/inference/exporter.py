@@ -27,10 +27,10 @@ import json
 import os
 import time
 import zipfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn as nn
@@ -41,19 +41,28 @@ from resnetzoo.errors import ExportError, MissingDependencyError
 from resnetzoo.inference.graph import CONVS, size_oblivious
 from resnetzoo.inference.optimize import InferenceModel
 
+if TYPE_CHECKING:
+    from resnetzoo.weights import LoadedCheckpoint
+
 __all__ = [
     "DEFAULT_SWEEP",
     "FORMATS",
+    "SUFFIXES",
     "DimensionCheck",
     "ExportMetadata",
     "ExportReport",
     "Preprocessing",
     "ShapeCheck",
     "export",
+    "export_format",
     "read_export_metadata",
+    "recipe_metadata",
 ]
 
 FORMATS = ("onnx", "pt2")
+SUFFIXES = {".onnx": "onnx", ".pt2": "pt2"}
+"""The file suffix of each format: :func:`export_format` reads a path's format from it."""
+_RECIPE_FORMATS = "resnetzoo.recipes."  # the prefix of every checkpoint format the fine-tuning recipes write
 METADATA_KEY = "resnetzoo"  # ONNX metadata_props key / name of the .pt2 extra file's JSON
 METADATA_FORMAT = "resnetzoo.export/1"
 _PT2_EXTRA = "resnetzoo.json"
@@ -173,6 +182,52 @@ class ExportMetadata:
             )
         except (ValueError, TypeError, KeyError, AttributeError) as err:
             raise ValueError(f"not resnetzoo export metadata ({type(err).__name__}: {err})") from err
+
+
+def recipe_metadata(checkpoint: LoadedCheckpoint, *,
+                    in_chans: int = 3) -> tuple[tuple[str, ...] | None, Preprocessing | None]:
+    """The class names and preprocessing that a fine-tuning run saved with its weights.
+
+    Reads both files of ``resnetzoo.recipes.finetune`` that hold weights: the metadata
+    of ``best.safetensors`` / ``ema.safetensors`` (JSON strings: ``classes``, ``mean``,
+    ``std``, ``img_size``, ``resize``, ``resize_mode``), and the training checkpoint
+    ``checkpoint.pt`` (the final weights), whose ``classes``, ``mean`` and ``std`` are
+    lists and whose ``config`` holds ``img_size``, ``resize`` and ``resize_mode``. One
+    rule reads both: the checkpoint's values are put in the safetensors form and parsed
+    by :meth:`Preprocessing.from_metadata`.
+
+    Args:
+        checkpoint: what :func:`resnetzoo.weights.read_source` read (``.obj`` and
+            ``.metadata`` are used).
+        in_chans: the model's input channels.
+
+    Returns:
+        ``(class_names, preprocessing)``, each None where the checkpoint does not say
+        (a plain state dict, a torchvision or timm file).
+
+    Raises:
+        ValueError: the checkpoint holds such metadata but it is malformed.
+    """
+    obj, fields = checkpoint.obj, dict(checkpoint.metadata)
+    if isinstance(obj, Mapping) and str(obj.get("format", "")).startswith(_RECIPE_FORMATS):
+        config = obj.get("config") if isinstance(obj.get("config"), Mapping) else {}
+        try:
+            fields = {key: json.dumps(list(obj[key])) for key in ("classes", "mean", "std") if obj.get(key) is not None}
+        except TypeError as err:
+            raise ValueError(f"the checkpoint's classes, mean or std are not lists ({err})") from err
+        fields |= {key: str(config[key]) for key in ("img_size", "resize", "resize_mode")
+                   if config.get(key) is not None}
+    class_names = None
+    if "classes" in fields:
+        try:
+            names = json.loads(fields["classes"])
+        except ValueError as err:
+            raise ValueError(f"the checkpoint's class names are not a JSON list ({err})") from err
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise ValueError("the checkpoint's class names are not a list of strings")
+        class_names = tuple(names)
+    preprocessing = Preprocessing.from_metadata(fields, in_chans=in_chans) if "mean" in fields else None
+    return class_names, preprocessing
 
 
 # ----------------------------------------------------------------------------- report
@@ -297,14 +352,47 @@ def _require(module: str, *, what: str) -> Any:
         ) from err
 
 
+def export_format(path: str | os.PathLike[str], *, format: str | None = None) -> str:
+    """The format to write ``path`` in: ``format`` when given, else the one its suffix names.
+
+    The one rule of :func:`export` and ``resnetzoo export``: a file is never written
+    in a format its name contradicts (an ONNX file named ``.pt2`` fails only when
+    someone loads it).
+
+    Args:
+        path: the file to write.
+        format: ``"onnx"``, ``"pt2"``, or None to take it from the suffix
+            (:data:`SUFFIXES`: ``.onnx``, ``.pt2``, in any case).
+
+    Returns:
+        ``"onnx"`` or ``"pt2"``.
+
+    Raises:
+        ValueError: ``format`` is not one of :data:`FORMATS`; ``path``'s suffix names
+            the other format; or ``format`` is None and the suffix names none.
+    """
+    if format is not None and format not in FORMATS:
+        raise ValueError(f"format must be one of {', '.join(map(repr, FORMATS))}, got {format!r}")
+    name = Path(path).name
+    named = SUFFIXES.get(Path(path).suffix.lower())
+    if format is None:
+        if named is None:
+            raise ValueError(f"cannot tell the export format from {name!r}; name it .onnx or .pt2, or give the "
+                             f"format (format='onnx' or 'pt2'; --format on the command line)")
+        return named
+    if named is not None and named != format:
+        raise ValueError(f"{name!r} names a {named} file but the format asked for is {format}; name it "
+                         f"{Path(name).stem}.{format}, or leave the format out to write {named}")
+    return format
+
+
 def _check_arguments(model: Any, path: Any, format: Any, overwrite: bool, tolerance: Any,
-                     check_shapes: Any) -> tuple[nn.Module, Path]:
+                     check_shapes: Any) -> tuple[nn.Module, Path, str]:
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if format not in FORMATS:
-        raise ValueError(f"format must be one of {', '.join(map(repr, FORMATS))}, got {format!r}")
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
+    format = export_format(path, format=format)
     path = Path(path)
     if path.is_dir():
         raise IsADirectoryError(f"{path} is a directory; give a file path such as {path / ('model.' + format)}")
@@ -329,7 +417,7 @@ def _check_arguments(model: Any, path: Any, format: Any, overwrite: bool, tolera
                          f"model call optimize_for_inference(model) without dtype= and export that")
     if isinstance(model, InferenceModel) and model.inference_report.dtype != torch.float32:
         raise ValueError("export a float32 model: call optimize_for_inference(model) without dtype=")
-    return network, path
+    return network, path, format
 
 
 def _in_chans(model: nn.Module) -> int:
@@ -589,7 +677,7 @@ def export(
     model: nn.Module,
     path: str | os.PathLike[str],
     *,
-    format: str = "onnx",
+    format: str | None = None,
     class_names: Sequence[str] | None = None,
     preprocessing: Preprocessing | None = None,
     check_shapes: Sequence[tuple[int, int, int]] | None = None,
@@ -610,9 +698,11 @@ def export(
             one that ``torch.export`` can trace, or the result of
             :func:`~resnetzoo.inference.optimize_for_inference` without ``dtype``).
             It is not modified.
-        path: the file to write (``.onnx`` or ``.pt2`` by convention).
+        path: the file to write: ``.onnx`` or ``.pt2`` (another suffix needs ``format``).
         format: ``"onnx"`` (needs ``pip install 'resnetzoo[export]'``) or ``"pt2"``
-            (``torch.export.save``; load with ``torch.export.load(path).module()``).
+            (``torch.export.save``; load with ``torch.export.load(path).module()``);
+            default: the one ``path``'s suffix names (:func:`export_format`). A
+            format that the suffix contradicts is refused.
         class_names: class names in logit order; default: the pretrained weights'
             (``model.weight_spec``) when the head still has their classes.
         preprocessing: default: the pretrained weights', else the model's
@@ -628,7 +718,8 @@ def export(
         The :class:`ExportReport` (``ok`` is True).
 
     Raises:
-        TypeError, ValueError: bad arguments, a model in training mode or not in float32.
+        TypeError, ValueError: bad arguments (a suffix that names no format, or the
+            other one), a model in training mode or not in float32.
         FileExistsError: ``path`` exists and ``overwrite`` is False.
         MissingDependencyError: onnx / onnxscript / onnxruntime are not installed.
         ExportError: the model cannot be traced, or the artefact does not compute what
@@ -636,7 +727,7 @@ def export(
     """
     started = time.perf_counter()
     check_shapes = DEFAULT_SWEEP if check_shapes is None else check_shapes
-    network, path = _check_arguments(model, path, format, overwrite, tolerance, check_shapes)
+    network, path, format = _check_arguments(model, path, format, overwrite, tolerance, check_shapes)
     if format == "onnx":  # fail before minutes of tracing, not after
         for module in ("onnx", "onnxscript", "onnxruntime"):
             _require(module, what="ONNX export")

@@ -174,9 +174,22 @@ class _Images:
     Accepts a ``(N, C, H, W)`` tensor (split in batches of 32), or anything iterable
     more than once (a list, a ``DataLoader``) yielding image tensors or
     ``(images, labels, ...)`` tuples.
+
+    Every image has one height and width: that of the first batch, or with ``like``,
+    the other set's. A ResNet runs at any size, but its activation ranges depend on it
+    (how many pixels an object covers, how much of a small feature map is padding
+    border), so ranges calibrated at one size are set for another model than the one
+    evaluated at another size, and the accuracy check would not vouch for what is
+    deployed. Calibrating at another size than you evaluate is almost always a
+    preprocessing slip (a missing resize), so it is refused rather than warned about.
+
+    With ``num_classes``, labels must be class indices in ``[0, num_classes)``: a label
+    outside it is never predicted, so both models would score 0 % on it and the
+    accuracy check would pass without checking anything.
     """
 
-    def __init__(self, data: Any, *, what: str, in_chans: int, labels: bool) -> None:
+    def __init__(self, data: Any, *, what: str, in_chans: int, labels: bool, num_classes: int | None = None,
+                 like: _Images | None = None) -> None:
         if data is None:
             raise ValueError(f"{what} is required: pass a (N, {in_chans}, H, W) float tensor of preprocessed "
                              f"images, or a DataLoader of them")
@@ -188,6 +201,8 @@ class _Images:
             raise TypeError(f"{what} is a one-shot iterator; pass a list or a DataLoader (it is read several "
                             f"times: calibration again after each fallback)")
         self.data, self.what, self.in_chans, self.labels = data, what, in_chans, labels
+        self.num_classes, self.like = num_classes, like
+        self.size: tuple[int, int] | None = like.size if like is not None else None  # (H, W), from the first batch
         self.count = 0  # images in a full pass, known after the first
         first = next(iter(data), None)  # fail fast on the first batch; the others are checked as they come
         if first is None:
@@ -207,6 +222,14 @@ class _Images:
         if images.ndim != 4 or images.shape[1] != self.in_chans:
             raise ValueError(f"{where}: images have shape {tuple(images.shape)}; the model takes "
                              f"(N, {self.in_chans}, H, W)")
+        size = (images.shape[2], images.shape[3])
+        if self.size is None:
+            self.size = size
+        elif size != self.size:
+            other = f"the {self.like.what} images are" if self.like is not None else "the first batch's are"
+            raise ValueError(f"{where}: images are {size[0]}x{size[1]} but {other} {self.size[0]}x{self.size[1]}; "
+                             f"calibrate and evaluate at the one size you will run the model at (resize both sets "
+                             f"the same way)")
         if not torch.isfinite(images).all():
             raise ValueError(f"{where}: images hold NaN or infinite values")
         if not self.labels or not isinstance(labels, torch.Tensor):
@@ -214,6 +237,11 @@ class _Images:
         elif labels.shape != (images.shape[0],) or labels.is_floating_point():
             raise ValueError(f"{where}: labels must be {images.shape[0]} class indices, got "
                              f"{labels.dtype} of shape {tuple(labels.shape)}")
+        elif self.num_classes is not None and labels.numel() and (labels.min() < 0 or labels.max() >= self.num_classes):
+            raise ValueError(f"{where}: labels run from {labels.min().item()} to {labels.max().item()}, but the model "
+                             f"has {self.num_classes} classes; give class indices in [0, {self.num_classes}) in the "
+                             f"order of the model's outputs (an index it cannot predict makes the accuracy check "
+                             f"vacuous)")
         return images.float().cpu(), None if labels is None else labels.long().cpu()
 
     def __iter__(self) -> Iterator[Batch]:
@@ -223,6 +251,13 @@ class _Images:
             count += batch[0].shape[0]
             yield batch
         self.count = count
+
+
+def _num_classes(model: nn.Module, images: torch.Tensor) -> int | None:
+    """The width of ``model``'s ``(N, classes)`` logits on ``images``, or None when it returns something else."""
+    with torch.no_grad():
+        out = model(images)
+    return out.shape[1] if isinstance(out, torch.Tensor) and out.ndim == 2 else None
 
 
 # ----------------------------------------------------------------------------- ranges
@@ -487,10 +522,12 @@ def quantize(
         model: a float32 CPU model in eval mode (not modified).
         calibration_data: preprocessed images (as the model takes them) to set the
             activation ranges: a ``(N, C, H, W)`` float tensor, or a list or
-            ``DataLoader`` of image batches or ``(images, labels)`` batches. A few
-            hundred images from the training distribution are typical.
-        eval_data: held-out images in the same forms, with labels where available
-            (``(images, labels)`` batches); never the calibration images.
+            ``DataLoader`` of image batches or ``(images, labels)`` batches, all of
+            one height and width: the size you will run the model at. A few hundred
+            images from the training distribution are typical.
+        eval_data: held-out images in the same forms and at the same height and width,
+            with labels where available (``(images, labels)`` batches of class indices
+            in ``[0, num_classes)``); never the calibration images.
         accuracy_budget: the largest accuracy loss accepted, in points (without labels:
             the largest top-1 disagreement with the float32 model, in percent).
         max_fallbacks: the most layers kept in float32 to meet the budget.
@@ -507,7 +544,9 @@ def quantize(
         :class:`QuantizationReport`.
 
     Raises:
-        TypeError, ValueError: bad model or data (empty, wrong shape or dtype, a one-shot iterator).
+        TypeError, ValueError: bad model or data (empty, wrong shape or dtype, a one-shot
+            iterator, calibration and held-out images of different sizes, labels outside
+            the model's classes).
         MissingDependencyError: torchao is not installed.
         QuantizationError: the budget is not met with ``max_fallbacks`` layers in
             float32, or the int8 model is slower than float32 (``err.report`` has the details).
@@ -522,14 +561,15 @@ def quantize(
     network = copy.deepcopy(model)
     in_chans = next(m for m in network.modules() if isinstance(m, CONVS)).in_channels
     calibration = _Images(calibration_data, what="calibration_data", in_chans=in_chans, labels=False)
-    held_out = _Images(eval_data, what="eval_data", in_chans=in_chans, labels=True)
+    held_out = _Images(eval_data, what="eval_data", in_chans=in_chans, labels=True, like=calibration,
+                       num_classes=_num_classes(model, calibration.first[:2]))
+    reference = _predict(model, held_out)  # reads every held-out batch: their checks come before any int8 work
     example = calibration.first[:2]
     if example.shape[0] < 2:  # torch.export specialises a batch of 1
         example = example.expand(2, -1, -1, -1).clone()
     folding = fold(network, example)
     layers = _quantizable(network)
     ranges = _ranges(network, layers, calibration)
-    reference = _predict(model, held_out)
 
     graph = _trace(network, example)
     keep_float: list[str] = []
