@@ -220,9 +220,9 @@ def test_the_format_follows_the_suffix_and_a_contradiction_is_refused(tmp_path):
         torch.testing.assert_close(program(torch.ones(1, 3, 32, 32)), model(torch.ones(1, 3, 32, 32)))
     assert [export_format(name) for name in ("a.onnx", "b.ONNX", "c.pt2")] == ["onnx", "onnx", "pt2"]
     assert export_format("model.bin", format="pt2") == "pt2"  # a suffix that names no format: the format decides
-    for name, fmt, match in [("x.pt2", "onnx", r"'x.pt2' names a pt2 file but the format asked for is onnx; "
-                                                r"name it x.onnx, or leave the format out"),
-                             ("x.onnx", "pt2", "'x.onnx' names a onnx file"),
+    for name, fmt, match in [("x.pt2", "onnx", r"the suffix of 'x.pt2' says pt2, but the format asked for is onnx; "
+                                                r"name it x.onnx, or leave the format out to write pt2"),
+                             ("x.ONNX", "pt2", "the suffix of 'x.ONNX' says onnx, but the format asked for is pt2"),
                              ("x.tflite", None, r"cannot tell the export format from 'x.tflite'; name it .onnx"),
                              ("x", None, "cannot tell the export format")]:
         with pytest.raises(ValueError, match=match):
@@ -290,7 +290,7 @@ def test_cli_exports_the_recipes_training_checkpoint_and_warns_where_nothing_is_
     assert read_export_metadata(tmp_path / "plain.pt2").preprocessing == Preprocessing()
 
     assert main(["export", str(tmp_path / "checkpoint.pt"), str(tmp_path / "x.pt2"), "--format", "onnx"]) == 2
-    assert "'x.pt2' names a pt2 file but the format asked for is onnx" in capsys.readouterr().err
+    assert "the suffix of 'x.pt2' says pt2, but the format asked for is onnx" in capsys.readouterr().err
     assert not (tmp_path / "x.pt2").exists()
 
 

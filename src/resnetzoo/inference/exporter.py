@@ -381,7 +381,7 @@ def export_format(path: str | os.PathLike[str], *, format: str | None = None) ->
                              f"format (format='onnx' or 'pt2'; --format on the command line)")
         return named
     if named is not None and named != format:
-        raise ValueError(f"{name!r} names a {named} file but the format asked for is {format}; name it "
+        raise ValueError(f"the suffix of {name!r} says {named}, but the format asked for is {format}; name it "
                          f"{Path(name).stem}.{format}, or leave the format out to write {named}")
     return format
 
