@@ -184,6 +184,14 @@ def test_mmpretrain(kwargs, backbone, tmp_path):
         (dict(layers=(2, 2, 2, 2), block="basic", shortcut="avgpool"), "mmpretrain", "only with the deep stem"),
         (dict(layers=(2, 2, 2, 2), block="basic", shortcut="zero_pad"), "timm", "no parameter-free"),
         (dict(**SMALL, act=nn.Mish), "timm", "this model's activation (Mish)"),
+        # What no tensor shows, read from the model: a file without it would compute something else.
+        (dict(**SMALL, block="basic", output_stride=16), "torchvision", "BasicBlock has no dilation"),
+        (dict(**SMALL, output_stride=16), "transformers", "no dilated stages, this model dilates"),
+        (dict(layers=(3, 4, 6, 3), output_stride=8), "mmpretrain", "no dilated stages"),
+        (dict(**SMALL, replace_stride_with_dilation=(True, False, False)), "timm", "dilates only the last stages"),
+        (dict(**SMALL, global_pool="max"), "torchvision", "average-pools before its classifier, this model global_pool='max'"),
+        (dict(**SMALL, global_pool="avgmax"), "transformers", "this model global_pool='avgmax'"),
+        (dict(layers=(3, 4, 6, 3), global_pool="max"), "mmpretrain", "global_pool='max'"),
     ],
 )
 def test_refused_with_the_reason(kwargs, to, reason, tmp_path):
@@ -193,6 +201,52 @@ def test_refused_with_the_reason(kwargs, to, reason, tmp_path):
         resnetzoo.export_state_dict(model, to)
     assert f" for {to}: " in str(info.value) and reason in str(info.value)
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "build"),
+    [
+        (
+            dict(layers=(1, 1, 2, 2), output_stride=16, global_pool="max", num_classes=5),
+            lambda: timm.models.resnet.ResNet(
+                block=timm.models.resnet.Bottleneck, layers=[1, 1, 2, 2], num_classes=5, output_stride=16, global_pool="max"
+            ),
+        ),
+        (
+            dict(layers=(1, 1, 2, 2), block="basic", output_stride=8, global_pool="catavgmax", num_classes=3),
+            lambda: timm.models.resnet.ResNet(
+                block=timm.models.resnet.BasicBlock, layers=[1, 1, 2, 2], num_classes=3, output_stride=8,
+                global_pool="catavgmax",
+            ),
+        ),
+    ],
+    ids=["os16-max", "os8-catavgmax"],
+)  # fmt: skip
+def test_dilation_and_pooling_are_carried_to_timm(kwargs, build, tmp_path, randomize):
+    model = randomize(resnetzoo.ResNet(**kwargs))
+    exported = resnetzoo.export_checkpoint(model, tmp_path / "timm.pth", to="timm")
+    assert f"output_stride={kwargs['output_stride']}" in exported.load_with
+    assert f"global_pool='{kwargs['global_pool']}'" in exported.load_with
+    target = build()
+    target.load_state_dict(torch.load(tmp_path / "timm.pth"), strict=True)
+    torch.testing.assert_close(_out(target, X), _out(model, X), rtol=0, atol=1e-5)
+
+
+def test_dilation_is_carried_to_torchvision(tmp_path, randomize):
+    model = randomize(resnetzoo.ResNet(layers=(1, 2, 2, 2), replace_stride_with_dilation=(False, True, True)))
+    exported = resnetzoo.export_checkpoint(model, tmp_path / "tv.pth", to="torchvision")
+    assert "replace_stride_with_dilation=[False, True, True]" in exported.load_with
+    target = torchvision.models.resnet.ResNet(
+        torchvision.models.resnet.Bottleneck, [1, 2, 2, 2], replace_stride_with_dilation=[False, True, True]
+    )
+    target.load_state_dict(torch.load(tmp_path / "tv.pth"), strict=True)
+    torch.testing.assert_close(_out(target, X), _out(model, X), rtol=0, atol=1e-5)
+
+
+def test_a_state_dict_says_what_could_not_be_checked(tmp_path):
+    sd = resnetzoo.ResNet(**SMALL, output_stride=16).state_dict()  # the dilation leaves no trace in it
+    exported = resnetzoo.export_checkpoint(sd, tmp_path / "timm.pth", to="timm")
+    assert any("could not be checked" in note and "output stride 32" in note for note in exported.notes)
 
 
 def test_state_dicts_of_any_convention_convert(randomize):

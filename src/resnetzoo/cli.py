@@ -187,6 +187,8 @@ def _convert(args: argparse.Namespace) -> int:
         return _EXIT_OK
     exported = export_checkpoint(model, args.output, to=args.to, overwrite=args.overwrite)
     print(f"wrote {args.output} for {exported.library} ({exported.convention} names)")
+    for note in exported.notes:
+        print(f"note: {note}")
     print(f"load it with: {exported.load_with}")
     return _EXIT_OK
 

@@ -9,7 +9,11 @@ folder for transformers, a ``{"meta", "state_dict"}`` checkpoint for mmpretrain)
 Each library's ResNet can express only part of what resnetzoo builds: torchvision has
 no deep stem, transformers no grouped convolutions or GroupNorm, and so on. What the
 target cannot express is refused with the reason (:class:`~resnetzoo.ExportError`), never
-written as a file that loads but computes something else. Every export is checked by
+written as a file that loads but computes something else. That includes what no tensor
+shows: the dilation (``output_stride``) and the global pooling are read from the model
+and refused, or carried in ``load_with`` where the library has the option (timm's
+``output_stride=`` and ``global_pool=``). A bare state dict cannot show them (nor the
+activation); its export assumes the libraries' defaults and its notes say so. Every export is checked by
 reading it back through the forward rules: the same tensors must come back under the
 same native names.
 """
@@ -80,34 +84,92 @@ def _activation(model: nn.Module) -> str:
     return _ACTS.get(type(module), type(module).__name__)
 
 
-def _describe(model_or_sd: nn.Module | Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], InferredArchitecture, str, list[str]]:
-    """Native state dict, architecture, activation name and notes of a model or checkpoint."""
+@dataclass(frozen=True)
+class _Unseen:
+    """What a model computes that its tensors do not show, read from the model itself.
+
+    Attributes:
+        act: the activation's name (``"relu"`` …).
+        dilate: one bool per stage after the first: the stage dilates instead of striding
+            (``output_stride`` 16 or 8, torchvision's ``replace_stride_with_dilation``).
+        pool: the global pooling before the classifier (``"avg"``, ``"max"``, ``"avgmax"``,
+            ``"catavgmax"``, ``""``).
+        from_model: ``False`` for a bare state dict: the values above are assumed (the
+            libraries' defaults), not read, and the notes say so.
+    """
+
+    act: str
+    dilate: tuple[bool, ...]
+    pool: str
+    from_model: bool
+
+    @property
+    def output_stride(self) -> int | None:
+        """timm's ``output_stride`` for this dilation, or ``None`` when timm cannot express it."""
+        n = sum(self.dilate)
+        tail = not any(self.dilate[: len(self.dilate) - n])  # only the last stages dilate
+        stride = 32 // 2**n
+        return stride if tail and stride in (8, 16, 32) else None
+
+
+def _dilated_stages(model: nn.Module, num_stages: int) -> tuple[bool, ...]:
+    """Per stage after the first: whether it dilates instead of striding (no strided convolution in it)."""
+    flags = []
+    for i in range(2, num_stages + 1):
+        stage = getattr(model, f"layer{i}", None)
+        convs = [m for m in stage.modules() if isinstance(m, nn.Conv2d)] if isinstance(stage, nn.Module) else []
+        flags.append(bool(convs) and not any(max(m.stride) > 1 for m in convs))
+    return tuple(flags)
+
+
+def _pool_type(model: nn.Module) -> str:
+    """The global pooling's kind: resnetzoo's and timm's ``global_pool.pool_type``; torchvision's avgpool is ``"avg"``."""
+    pool = getattr(model, "global_pool", None)
+    pool_type = getattr(pool, "pool_type", None)
+    return pool_type if isinstance(pool_type, str) else "avg"
+
+
+def _describe(
+    model_or_sd: nn.Module | Mapping[str, torch.Tensor],
+) -> tuple[dict[str, torch.Tensor], InferredArchitecture, _Unseen, list[str]]:
+    """Native state dict, architecture, what the tensors do not show, and notes of a model or checkpoint."""
     notes: list[str] = []
     if isinstance(model_or_sd, nn.Module):
         state = dict(model_or_sd.state_dict())
         stride = getattr(model_or_sd, "stride_in_1x1", None)
         info = {"stride_in_1x1": str(bool(stride))} if stride is not None else {}
-        act = _activation(model_or_sd)
-        convention = NATIVE.name
+        pool = _pool_type(model_or_sd)
+        act, convention, from_model = _activation(model_or_sd), NATIVE.name, True
     elif isinstance(model_or_sd, Mapping):
         remapped = to_native(model_or_sd)
         remapped.check_one_convention()
         state, info, convention = remapped.state_dict, remapped.info, remapped.convention.name
-        act = "relu"
-        notes.append("a state dict does not say its activation: ReLU assumed (pass the model to carry another)")
+        act, pool, from_model = "relu", "avg", False
+        notes.append(
+            "a state dict does not show the activation, the dilation (output_stride) or the global pooling: "
+            "written for ReLU, output stride 32 and average pooling, which could not be checked "
+            "(pass the model to carry or refuse others)"
+        )
     else:
         raise TypeError(f"expected a model (nn.Module) or a state dict, got {type(model_or_sd).__name__}")
-    architecture = infer_architecture({k: tuple(v.shape) for k, v in state.items()}, convention=convention, info=info)
+    shapes = {k: tuple(v.shape) for k, v in state.items()}
+    if pool == "catavgmax" and len(shapes.get("fc.weight", ())) == 2:
+        # The classifier reads average and max side by side: twice the last stage's width.
+        classes, features = shapes["fc.weight"]
+        shapes["fc.weight"] = (classes, features // 2)
+    architecture = infer_architecture(shapes, convention=convention, info=info)
     for key in architecture.left_out:
         state.pop(key)
     notes += list(architecture.notes)
-    return state, architecture, act, notes
+    dilate = _dilated_stages(model_or_sd, len(architecture.layers)) if from_model else (False,) * (len(architecture.layers) - 1)
+    return state, architecture, _Unseen(act, dilate, pool, from_model), notes
 
 
 # ------------------------------------------------------------------ what each library can express
-def _limits(library: str, a: InferredArchitecture, act: str) -> list[str]:
+def _limits(library: str, a: InferredArchitecture, unseen: _Unseen) -> list[str]:
     """Why ``library`` cannot hold this network; empty when it can."""
     why: list[str] = []
+    act = unseen.act
     standard = a.widths == _STANDARD_WIDTHS and a.stem_width == 64
     if a.shortcut == "zero_pad":
         why.append(f"{library} has no parameter-free (zero-padding) shortcut")
@@ -160,11 +222,42 @@ def _limits(library: str, a: InferredArchitecture, act: str) -> list[str]:
             why.append("mmpretrain names GroupNorm layers gn1, gn2 …, which resnetzoo does not write")
         if act != "relu":
             why.append(f"mmpretrain's ResNet uses ReLU, this model {act}")
+    why += _unseen_limits(library, a, unseen)
     if a.stride_in_1x1 and library in ("torchvision", "timm"):
         why.append(
             f"{library}'s bottlenecks are v1.5 (stride on the 3x3), this model v1: use transformers "
             f"(downsample_in_bottleneck) or mmpretrain (style='caffe')"
         )
+    return why
+
+
+def _owner(library: str) -> str:
+    return f"{library}'" if library.endswith("s") else f"{library}'s"
+
+
+def _unseen_limits(library: str, a: InferredArchitecture, unseen: _Unseen) -> list[str]:
+    """What the target cannot express of what the tensors do not show: dilation and pooling.
+
+    A file written without these would load strictly and compute something else, so
+    they are refused where the library has no such option, and carried in ``load_with``
+    where it has (timm's ``output_stride`` and ``global_pool``, torchvision's
+    ``replace_stride_with_dilation`` for bottlenecks).
+    """
+    why: list[str] = []
+    pattern = list(unseen.dilate)
+    if any(unseen.dilate):
+        if library == "torchvision" and a.block != "bottleneck":
+            why.append(f"torchvision's BasicBlock has no dilation, this model dilates (replace_stride_with_dilation={pattern}): use timm")
+        elif library == "timm" and unseen.output_stride is None:
+            why.append(
+                f"timm dilates only the last stages (output_stride=16 or 8), this model "
+                f"replace_stride_with_dilation={pattern}"
+                + (": use torchvision" if a.block == "bottleneck" else "")
+            )
+        elif library in ("transformers", "mmpretrain"):
+            why.append(f"{_owner(library)} ResNet has no dilated stages, this model dilates (replace_stride_with_dilation={pattern}): use timm")
+    if unseen.pool != "avg" and library != "timm":
+        why.append(f"{_owner(library)} ResNet average-pools before its classifier, this model global_pool={unseen.pool!r}: use timm")
     return why
 
 
@@ -175,10 +268,13 @@ def _depth(a: InferredArchitecture) -> int | None:
 
 
 # ------------------------------------------------------------------ how each library builds it
-def _load_with(library: str, a: InferredArchitecture, act: str) -> str:
+def _load_with(library: str, a: InferredArchitecture, unseen: _Unseen) -> str:
     classes = f"num_classes={a.num_classes}"
+    act = unseen.act
     if library == "torchvision":
         norm = ", norm_layer=lambda c: torch.nn.GroupNorm(32, c)" if a.norm == "groupnorm" else ""
+        if any(unseen.dilate):
+            classes += f", replace_stride_with_dilation={list(unseen.dilate)}"
         if a.name and not norm:
             return f"model = torchvision.models.{a.name}({classes}); model.load_state_dict(state_dict)"
         block = "Bottleneck" if a.block == "bottleneck" else "BasicBlock"
@@ -191,6 +287,8 @@ def _load_with(library: str, a: InferredArchitecture, act: str) -> str:
         extra = [classes] + ([f"in_chans={a.in_chans}"] if a.in_chans != 3 else [])
         extra += ["norm_layer='groupnorm'"] if a.norm == "groupnorm" else []
         extra += [f"act_layer='{act}'"] if act != "relu" else []
+        extra += [f"output_stride={unseen.output_stride}"] if unseen.output_stride not in (None, 32) else []
+        extra += [f"global_pool={unseen.pool!r}"] if unseen.pool != "avg" else []
         if a.name:  # timm has every named architecture under the same name
             return f"model = timm.create_model('{a.name}', {', '.join(extra)}); model.load_state_dict(state_dict)"
         block = "Bottleneck" if a.block == "bottleneck" else "BasicBlock"
@@ -328,8 +426,8 @@ def _categories(model: Any) -> list[str] | None:
 
 def _plan(model_or_sd: nn.Module | Mapping[str, torch.Tensor], to: str) -> Exported:
     library = _library_of(to)
-    state, architecture, act, notes = _describe(model_or_sd)
-    problems = _limits(library, architecture, act)
+    state, architecture, unseen, notes = _describe(model_or_sd)
+    problems = _limits(library, architecture, unseen)
     if problems:
         raise ExportError(f"cannot write this {architecture.call()} for {library}: " + "; ".join(problems))
     convention = _convention_for(library, architecture)
@@ -346,7 +444,7 @@ def _plan(model_or_sd: nn.Module | Mapping[str, torch.Tensor], to: str) -> Expor
         library=library,
         convention=convention,
         architecture=architecture,
-        load_with=_load_with(library, architecture, act),
+        load_with=_load_with(library, architecture, unseen),
         config=config,
         notes=tuple(notes),
     )
