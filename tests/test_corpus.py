@@ -14,6 +14,7 @@ Only a few real models are built (``_source`` keeps the last two), each run once
 
 from __future__ import annotations
 
+import argparse
 import copy
 import functools
 from collections.abc import Callable
@@ -29,6 +30,7 @@ import torchvision
 from safetensors.torch import save_file
 
 import resnetzoo
+from resnetzoo.errors import CheckpointError
 
 transformers = pytest.importorskip("transformers")
 
@@ -208,14 +210,16 @@ def _moco(sd, tmp):
 
 
 def _dino(sd, tmp):
-    # main_dino.py saves both networks DDP-wrapped (they have BatchNorms), with their heads.
+    # main_dino.py saves both networks DDP-wrapped (they have BatchNorms), with their heads,
+    # and the run's argparse.Namespace: weights_only=True refuses the file (MoCo v3 alike).
     head = {"mlp.0.weight": torch.randn(64, 512), "mlp.0.bias": torch.randn(64), "last_layer.weight_g": torch.ones(100, 1)}
-    return {
+    return _save({
         "student": {**_clones(sd, "module.backbone."), **_prefixed(head, "module.head.")},
         "teacher": {**_prefixed(sd, "module.backbone."), **_prefixed(head, "module.head.")},
         "optimizer": {"state": {0: {"momentum_buffer": torch.zeros(3)}}, "param_groups": [{"lr": 0.1}]},
         "epoch": 100,
-    }
+        "args": argparse.Namespace(arch="resnet34", out_dim=65536, lr=0.0005, local_crops_number=8),
+    }, tmp / "checkpoint.pth")  # fmt: skip
 
 
 def _byol(sd, tmp):
@@ -283,13 +287,16 @@ class Layout:
     """A checkpoint layout: the source model, how its state dict is laid out, what to expect.
 
     ``call`` is the constructor call expected when it is not the source's; ``stride`` a
-    phrase the v1/v1.5 hint must contain (where the choice came from).
+    phrase the v1/v1.5 hint must contain (where the choice came from); ``recovered`` the
+    non-tensor object the file holds, for a file that is refused by default and read
+    with ``unsafe_objects="stub"``.
     """
 
     source: str
     make: Callable[[dict[str, torch.Tensor], Path], Any]
     call: str | None = None
     stride: str | None = None
+    recovered: str | None = None
 
 
 _D2_BACKBONE = 'resnetzoo.resnet50(num_classes=0, norm="frozen_bn", stride_in_1x1=True)'
@@ -326,7 +333,7 @@ LAYOUTS: dict[str, Layout] = {name: Layout(*spec) for name, spec in {
     "timm-resnet50d-in4-37.pth": ("timm_resnet50d_in4_37", lambda sd, tmp: _save(sd, tmp / "rgbn.pth")),
     "timm-resnet50d-in4-37-lightning": ("timm_resnet50d_in4_37", _lightning),
     "timm-resnet34-headless": ("timm_resnet34_headless", lambda sd, tmp: sd),
-    "dino-teacher-student": ("timm_resnet34_headless", _dino),
+    "dino-teacher-student": ("timm_resnet34_headless", _dino, None, None, "checkpoint['args']"),
     "byol-online-target": ("timm_resnet34_headless", _byol),
     "timm-resnet50-gn": ("timm_resnet50_gn", lambda sd, tmp: _save(sd, tmp / "gn.pth")),
     "timm-resnet50-gn-ddp.safetensors": (
@@ -353,7 +360,13 @@ def test_layout_builds_the_right_model_and_loads_strictly(name, tmp_path, random
     source = _source(layout.source, randomize)
     checkpoint = layout.make(source.model if layout.make is _hf_folder else source.state, tmp_path)
 
-    model, report = resnetzoo.create_model_from_checkpoint(checkpoint)
+    if layout.recovered:
+        with pytest.raises(CheckpointError, match="unsafe_objects='stub'"):
+            resnetzoo.create_model_from_checkpoint(checkpoint)
+        model, report = resnetzoo.create_model_from_checkpoint(checkpoint, unsafe_objects="stub")
+        assert report.recovered[layout.recovered]["__class__"] == "argparse.Namespace"
+    else:
+        model, report = resnetzoo.create_model_from_checkpoint(checkpoint)
 
     call = layout.call or SOURCES[layout.source].call
     assert report.hints[0] == f"built {call} from the checkpoint's names and shapes"

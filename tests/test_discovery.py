@@ -5,13 +5,15 @@ Tiny networks (8 and 16 channels) keep every test well under a second.
 
 from __future__ import annotations
 
+import argparse
 import time
 
 import pytest
 import torch
 
 import resnetzoo
-from resnetzoo.errors import ArchitectureError, WeightsLoadError
+from resnetzoo.cli import main
+from resnetzoo.errors import ArchitectureError, CheckpointError, WeightsLoadError
 from resnetzoo.remap.conventions import CONVENTIONS, discover, to_native
 
 TINY = dict(layers=(1, 1), widths=(8, 16), stem_width=8, block="basic", num_classes=3)
@@ -76,6 +78,49 @@ def test_dino_nested_teacher_and_student(tiny):
     hints = "\n".join(report.hints)
     assert "took the sub-tree 'teacher.module.backbone.' (DINO evaluates and transfers the teacher)" in hints
     assert "'optimizer.state.0.momentum_buffer' (1 tensor)" in hints and "'student.' (" in hints  # the optimizer state is named, not loaded
+
+
+def _dino_file(tiny, path):
+    # As main_dino.py saves it: both networks DDP-wrapped, and the run's argparse.Namespace.
+    sd = tiny.state_dict()
+    torch.save({
+        "student": _prefixed(sd, "module.backbone.", shift=1.0),
+        "teacher": _prefixed(sd, "module.backbone."),
+        "epoch": 100,
+        "args": argparse.Namespace(arch="resnet50", lr=0.0005, out_dim=65536),
+    }, path)  # fmt: skip
+    return path
+
+
+def test_a_dino_checkpoint_with_its_args_is_refused_then_recovered(tiny, tmp_path):
+    path = _dino_file(tiny, tmp_path / "checkpoint.pth")
+    for call in (resnetzoo.create_model_from_checkpoint, resnetzoo.inspect_checkpoint):
+        with pytest.raises(CheckpointError, match=r"argparse\.Namespace.*unsafe_objects='stub'.*--unsafe-objects stub"):
+            call(path)
+    assert resnetzoo.inspect_checkpoint(path, unsafe_objects="stub").prefix.startswith("teacher.")
+    model, report = resnetzoo.create_model_from_checkpoint(path, unsafe_objects="stub")
+    assert report.ok and _same_weights(model, tiny.state_dict())
+    assert report.recovered["checkpoint['args']"] == {
+        "__class__": "argparse.Namespace", "arch": "resnet50", "lr": 0.0005, "out_dim": 65536
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("command", ["inspect", "convert"])
+def test_the_cli_recovers_with_unsafe_objects_stub(command, tiny, tmp_path, capsys):
+    path = _dino_file(tiny, tmp_path / "checkpoint.pth")
+    out = [str(tmp_path / "out.safetensors")] if command == "convert" else []
+    assert main([command, str(path), *out]) == 2
+    assert "--unsafe-objects stub" in capsys.readouterr().err
+    assert main([command, str(path), *out, "--unsafe-objects", "stub"]) == 0
+    printed = capsys.readouterr().out
+    assert "checkpoint['args']" in printed and '"lr": 0.0005' in printed
+    if command == "convert":
+        assert _same_weights(resnetzoo.create_model_from_checkpoint(out[0])[0], tiny.state_dict())
+
+
+def test_unknown_overrides_are_named_with_the_accepted_keywords(tiny):
+    with pytest.raises(ValueError, match=r"unknown keyword\(s\) 'unsafe_object'.*unsafe_objects.*num_classes"):
+        resnetzoo.create_model_from_checkpoint(tiny.state_dict(), unsafe_object="stub")
 
 
 def test_byol_online_network(tiny):

@@ -51,10 +51,10 @@ _TARGETS = ("resnetzoo", "torchvision", "timm", "transformers", "mmpretrain")
 
 
 # ------------------------------------------------------------------ helpers
-def _read(source: str) -> LoadedCheckpoint:
+def _read(source: str, unsafe_objects: str = "refuse") -> LoadedCheckpoint:
     from resnetzoo.weights import read_source
 
-    return read_source(source)
+    return read_source(source, unsafe_objects=unsafe_objects)
 
 
 def _check_arch(name: str) -> None:
@@ -121,7 +121,7 @@ def _inspect(args: argparse.Namespace) -> int:
 
     from resnetzoo.remap import diagnose
 
-    loaded = _read(args.checkpoint)
+    loaded = _read(args.checkpoint, args.unsafe_objects)
     # The meta device gives names and shapes without allocating: all that a report needs.
     with torch.device("meta"):
         if args.arch:
@@ -159,7 +159,7 @@ def _convert(args: argparse.Namespace) -> int:
     from resnetzoo.remap.export import export_checkpoint
 
     _check_output(args)  # before reading: a file the user wrote is never at risk
-    loaded = _read(args.input)
+    loaded = _read(args.input, args.unsafe_objects)
     strict = not args.allow_partial
     try:
         if args.arch:
@@ -282,6 +282,16 @@ def build_parser() -> argparse.ArgumentParser:
             help="a classifier that differs (other class count, or absent) is left out instead of failing",
         )
 
+    def unsafe_objects_option(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--unsafe-objects",
+            choices=("refuse", "stub"),
+            default="refuse",
+            help="a pickled checkpoint that also holds other Python objects (an argparse.Namespace ...): "
+            "refuse it (default), or stub: recover its tensors without running anything from the file, "
+            "and show the other objects as plain data",
+        )
+
     p = sub.add_parser(
         "inspect",
         help="tell a checkpoint's architecture and report how it fits",
@@ -294,6 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", help="file (.safetensors, .pth, .pt, .bin, .ckpt), folder, URL or hf-hub:org/repo")
     model_options(p)
     p.add_argument("--json", action="store_true", help="print the report (and architecture) as JSON")
+    unsafe_objects_option(p)
     p.set_defaults(run=_inspect)
 
     p = sub.add_parser(
@@ -313,6 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--allow-partial", action="store_true", help="save even if some tensors do not fit (they keep their init)"
     )
+    unsafe_objects_option(p)
     p.set_defaults(run=_convert)
 
     p = sub.add_parser("list", help="list architectures and pretrained weight sets")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import fnmatch
+import inspect
 import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -26,6 +27,7 @@ from resnetzoo.remap import LoadReport, load_weights
 from resnetzoo.remap.conventions import Remapped, to_native
 from resnetzoo.resnet import ResNet
 from resnetzoo.weights import LoadedCheckpoint, get_weights, list_pretrained, read_source
+from resnetzoo.weights.files import UnsafeObjects
 
 __all__ = [
     "create_model",
@@ -132,8 +134,23 @@ def create_model(name: str, *, pretrained: Any = False, **kwargs: Any) -> nn.Mod
 
 
 # ------------------------------------------------------------ from a checkpoint
-def _read(source: Any) -> LoadedCheckpoint:
-    return source if isinstance(source, LoadedCheckpoint) else read_source(source)
+def _read(source: Any, unsafe_objects: UnsafeObjects) -> LoadedCheckpoint:
+    return source if isinstance(source, LoadedCheckpoint) else read_source(source, unsafe_objects=unsafe_objects)
+
+
+# The keywords create_model_from_checkpoint passes on to ResNet: checked up front, so that a
+# misspelt or misplaced one is named with the accepted ones, never a TypeError from deep inside.
+_RESNET_KEYWORDS = tuple(name for name in inspect.signature(ResNet.__init__).parameters if name != "self")
+
+
+def _check_overrides(overrides: dict[str, Any]) -> None:
+    unknown = sorted(set(overrides) - set(_RESNET_KEYWORDS))
+    if unknown:
+        raise ValueError(
+            f"create_model_from_checkpoint got unknown keyword(s) {', '.join(map(repr, unknown))}; it takes "
+            f"source, prefix, convention, strict, ignore_head, unsafe_objects and the ResNet keywords "
+            f"{', '.join(_RESNET_KEYWORDS)}"
+        )
 
 
 def _infer(remapped: Remapped, metadata: dict[str, str]) -> InferredArchitecture:
@@ -151,7 +168,7 @@ def _infer(remapped: Remapped, metadata: dict[str, str]) -> InferredArchitecture
 
 
 def inspect_checkpoint(
-    source: Any, *, prefix: str | None = None, convention: str | None = None
+    source: Any, *, prefix: str | None = None, convention: str | None = None, unsafe_objects: UnsafeObjects = "refuse"
 ) -> InferredArchitecture:
     """Tell which ResNet a checkpoint holds, from its tensors' names and shapes; build nothing.
 
@@ -161,6 +178,10 @@ def inspect_checkpoint(
         prefix: read the network under this prefix (``"module.encoder_k."``) instead of
             the sub-tree that fits a ResNet best.
         convention: the naming convention, instead of detecting it.
+        unsafe_objects: for a pickled checkpoint that also holds other Python objects
+            (a DINO or MoCo-v3 ``args`` Namespace): ``"refuse"`` (default) or ``"stub"``
+            to recover its tensors without running anything; see
+            :func:`resnetzoo.weights.read_checkpoint`.
 
     Returns:
         the :class:`~resnetzoo.infer.InferredArchitecture`: ``.call()`` is the constructor
@@ -171,7 +192,7 @@ def inspect_checkpoint(
             sub-trees that fit equally well; the message says what was found.
         CheckpointError, WeightsUnavailableError: the source cannot be read.
     """
-    loaded = _read(source)
+    loaded = _read(source, unsafe_objects)
     remapped = to_native(loaded.obj, prefix=prefix, convention=convention)
     return _infer(remapped, dict(loaded.metadata or {}))
 
@@ -202,6 +223,7 @@ def create_model_from_checkpoint(
     convention: str | None = None,
     strict: bool = True,
     ignore_head: bool = False,
+    unsafe_objects: UnsafeObjects = "refuse",
     **overrides: Any,
 ) -> tuple[ResNet, LoadReport]:
     """Build the ResNet a checkpoint holds and load it: no architecture name needed.
@@ -223,6 +245,8 @@ def create_model_from_checkpoint(
             ``num_classes=200`` in ``overrides`` the new classifier keeps its fresh
             initialisation (a classifier that fits is still loaded). A projection head
             (MoCo, SimCLR) or an empty classifier is never loaded, with or without it.
+        unsafe_objects: as for :func:`inspect_checkpoint`; with ``"stub"`` the report's
+            ``recovered`` shows the other objects as plain data (the ``args`` Namespace's fields).
         **overrides: :class:`~resnetzoo.ResNet` keywords that replace the inferred ones
             (``num_classes=200``, ``norm="frozen_bn"``, ``stride_in_1x1=True``,
             ``drop_path_rate=0.1`` …).
@@ -236,8 +260,10 @@ def create_model_from_checkpoint(
             conventions, or has two sub-trees of equal fit; nothing is built.
         WeightsLoadError: ``strict`` and an override makes the weights not fit.
         CheckpointError, WeightsUnavailableError: the source cannot be read.
+        ValueError: an override that is not a :class:`~resnetzoo.ResNet` keyword.
     """
-    loaded = _read(source)
+    _check_overrides(overrides)
+    loaded = _read(source, unsafe_objects)
     remapped = to_native(loaded.obj, prefix=prefix, convention=convention)
     inferred = _infer(remapped, dict(loaded.metadata or {}))
     kwargs = {**inferred.kwargs(), **overrides}

@@ -135,8 +135,8 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, st
 
 _RECOVER_HINT = (
     "To recover the tensors without running anything from the file, pass unsafe_objects='stub' "
-    "(e.g. resnetzoo.load_weights(model, path, unsafe_objects='stub')): every other object is kept "
-    "as plain data in the report."
+    "(e.g. resnetzoo.load_weights(model, path, unsafe_objects='stub'); on the command line "
+    "--unsafe-objects stub): every other object is kept as plain data in the report."
 )
 
 
