@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import copy
 import functools
+import pickle
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -255,8 +256,12 @@ def _detectron2_folded(sd, tmp):
 
 
 def _detectron2_converted(sd, tmp):
-    return _save({"model": {_detectron2_name(k): v for k, v in sd.items()}, "__author__": "torchvision",
-                  "matching_heuristics": True}, tmp / "R-tv.pth")  # fmt: skip
+    # As tools/convert-torchvision-to-d2.py writes it: pickle.dump of numpy arrays, not torch.save.
+    path = tmp / "R-tv.pkl"
+    with open(path, "wb") as f:
+        pickle.dump({"model": {_detectron2_name(k): v.numpy() for k, v in sd.items()}, "__author__": "torchvision",
+                     "matching_heuristics": True}, f)  # fmt: skip
+    return path
 
 
 def _mmpretrain(v1d: bool = False, style: str | None = None):

@@ -348,3 +348,76 @@ def test_a_zip_directory_declaring_more_than_the_file_holds_is_refused(tmp_path)
     path.write_bytes(bytes(data))
     with pytest.raises(CheckpointError, match="declares more data than the file holds"):
         read_checkpoint(path)
+
+
+# ------------------------------------------------------------------ numpy arrays (detectron2 .pkl)
+_ARRAYS = {
+    "w": np.random.default_rng(0).standard_normal((4, 3, 2, 2)).astype(np.float32),
+    "fortran": np.asfortranarray(np.arange(12, dtype=np.float64).reshape(3, 4)),
+    "half": np.linspace(-1, 1, 5).astype(np.float16),
+    "count": np.array(7, dtype=np.int64),
+    "mask": np.array([True, False]),
+    "empty": np.zeros((0, 3), dtype=np.float32),
+}
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+@pytest.mark.parametrize("fmt", ["pickle", "zip"])
+def test_numpy_arrays_are_read_as_tensors_by_default_without_calling_numpy(tmp_path, protocol, fmt, monkeypatch):
+    checkpoint = {"model": dict(_ARRAYS), "__author__": "torchvision", "matching_heuristics": True}
+    path = tmp_path / "R-50.pkl"
+    if fmt == "pickle":  # as detectron2's convert-torchvision-to-d2.py writes it
+        path.write_bytes(pickle.dumps(checkpoint, protocol=protocol))
+    else:
+        torch.save(checkpoint, path, pickle_protocol=min(protocol, 4))
+    # numpy's own pickle hooks are never called: break them for the duration.
+    import numpy._core.multiarray as multiarray
+    import numpy._core.numeric as numeric
+
+    def called(*args, **kwargs):
+        raise AssertionError("numpy's pickle hook was called")
+
+    monkeypatch.setattr(multiarray, "_reconstruct", called)
+    monkeypatch.setattr(numeric, "_frombuffer", called)
+    for mode in ("refuse", "stub"):
+        loaded = read_checkpoint_file(path, unsafe_objects=mode)
+        assert loaded.recovered == {} and loaded.obj["__author__"] == "torchvision"
+        for key, array in _ARRAYS.items():
+            got = loaded.obj["model"][key]
+            assert isinstance(got, torch.Tensor) and got.shape == array.shape, key
+            assert np.array_equal(got.numpy(), array) and got.numpy().dtype == array.dtype, key
+
+
+@pytest.mark.parametrize(
+    ("array", "reason"),
+    [
+        (np.array(["a", "b"]), "not a plain numeric array"),
+        (np.arange(3, dtype=">f4"), "not a plain numeric array"),
+        (np.array([1, "x"], dtype=object), "not a plain numeric array"),
+    ],
+    ids=["str", "big-endian", "object"],
+)
+def test_numpy_arrays_that_are_not_plain_numbers_are_refused(tmp_path, array, reason):
+    path = tmp_path / "x.pkl"
+    path.write_bytes(pickle.dumps({"model": {"w": array}}))
+    with pytest.raises(CheckpointError, match=reason):
+        read_checkpoint(path)
+
+
+def test_numpy_arrays_beside_a_payload_are_still_refused(tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pkl"
+    path.write_bytes(pickle.dumps({"model": {"w": np.ones(3, dtype=np.float32)}, "trap": _Payload(marker)}))
+    with pytest.raises(CheckpointError, match="system"):
+        read_checkpoint(path)
+    assert not marker.exists()
+
+
+def test_a_numpy_array_whose_shape_lies_about_its_bytes_is_refused(tmp_path):
+    data = pickle.dumps({"w": np.ones(4, dtype=np.float32)}, protocol=4)
+    # The shape tuple (4,) becomes (40000000,): the 16 bytes must not be read as 160 MB.
+    data = data.replace(b"K\x04\x85", b"J\x00Z b\x85", 1)
+    path = tmp_path / "lie.pkl"
+    path.write_bytes(data)
+    with pytest.raises(CheckpointError, match="not a plain numeric array"):
+        read_checkpoint(path)

@@ -47,12 +47,14 @@ from resnetzoo.errors import CheckpointError
 
 __all__ = [
     "LEGACY_MAGIC",
+    "NUMPY_ARRAY_GLOBALS",
     "PickledObject",
     "StorageRef",
     "TensorRef",
     "TorchFileLayout",
     "describe_refusal",
     "is_legacy_torch_file",
+    "numpy_arrays_as_tensors",
     "plain_view",
     "recover",
     "resolve_stand_ins",
@@ -87,6 +89,18 @@ _TORCH_DATA_GLOBALS = frozenset(
 )
 _MODULE_STATE_KEYS = ("_parameters", "_buffers", "_modules")
 _NUMPY_SCALARS = frozenset({"numpy.core.multiarray.scalar", "numpy._core.multiarray.scalar"})
+# numpy arrays as pickle writes them: _reconstruct(ndarray, (0,), b"b") then BUILD with
+# (version, shape, dtype, is_fortran, raw bytes) (protocols 2-4), or, with protocol 5,
+# _frombuffer(raw bytes, dtype, shape, order). Read as data, never called: see numpy_arrays_as_tensors.
+_NUMPY_RECONSTRUCT = frozenset({"numpy.core.multiarray._reconstruct", "numpy._core.multiarray._reconstruct"})
+_NUMPY_FROMBUFFER = frozenset({"numpy.core.numeric._frombuffer", "numpy._core.numeric._frombuffer"})
+# (Protocol 2 spells an empty array's b"" as builtins.bytes().)
+NUMPY_ARRAY_GLOBALS = _NUMPY_RECONSTRUCT | _NUMPY_FROMBUFFER | {"numpy.ndarray", "numpy.dtype", "builtins.bytes"}
+# The numeric dtypes an array may have, by numpy's code; anything else stays a stand-in.
+_NUMPY_TENSOR_DTYPES = {
+    "f2": torch.float16, "f4": torch.float32, "f8": torch.float64, "i1": torch.int8, "i2": torch.int16,
+    "i4": torch.int32, "i8": torch.int64, "u1": torch.uint8, "b1": torch.bool,
+}  # fmt: skip
 _NUMPY_FORMATS = {"f2": "e", "f4": "f", "f8": "d", "i1": "b", "i2": "h", "i4": "i", "i8": "q",
                   "u1": "B", "u2": "H", "u4": "I", "u8": "Q", "b1": "?"}  # fmt: skip
 _MAX_DEPTH = 64  # nesting of the containers in a checkpoint; deeper is not a checkpoint
@@ -789,14 +803,129 @@ def _numpy_scalar(obj: PickledObject) -> Any:
     return value
 
 
+def _numpy_dtype(dtype: Any) -> torch.dtype | None:
+    """The torch dtype of a pickled ``numpy.dtype`` stand-in: little-endian numeric ones only."""
+    if not isinstance(dtype, PickledObject) or dtype.global_name != "numpy.dtype" or not dtype.args:
+        return None
+    order = dtype.state[1] if isinstance(dtype.state, tuple) and len(dtype.state) > 1 else "<"
+    code = dtype.args[0]
+    if isinstance(code, str) and code[:1] in "<|=":  # numpy may spell the order in the code ("<f4")
+        code = code[1:]
+    return _NUMPY_TENSOR_DTYPES.get(code) if order in ("<", "|", "=") and isinstance(code, str) else None
+
+
+def _raw_bytes(data: Any) -> bytes | None:
+    if isinstance(data, (bytes, bytearray)):
+        return bytes(data)
+    if isinstance(data, PickledObject) and data.global_name == "builtins.bytes" and not data.args:
+        return b""
+    # Protocol 2 spells bytes as _codecs.encode(text, "latin1"); a stand-in when scanned.
+    if isinstance(data, PickledObject) and data.global_name == "_codecs.encode" and len(data.args) == 2:
+        text, encoding = data.args
+        if isinstance(text, str) and encoding in ("latin1", "latin-1"):
+            return text.encode("latin1")
+    return None
+
+
+def _tensor_from_raw(raw: bytes, dtype: torch.dtype, shape: Any, fortran: bool) -> Any:
+    dims = _ints(shape)
+    if dims is None or any(n < 0 for n in dims):
+        return _NOT_DECODED
+    # The bytes come from the file, so checking the shape against them bounds the work.
+    if math.prod(dims) * dtype.itemsize != len(raw):
+        return _NOT_DECODED
+    if not raw:
+        return torch.empty(dims, dtype=dtype)
+    flat = torch.frombuffer(bytearray(raw), dtype=dtype)
+    if fortran:  # column-major: the reversed shape, transposed back
+        return flat.reshape(dims[::-1]).permute(*reversed(range(len(dims)))).contiguous()
+    return flat.reshape(dims)
+
+
+def _numpy_array(obj: PickledObject) -> Any:
+    """A pickled numpy array as a tensor, from its dtype, shape and raw bytes; else ``_NOT_DECODED``.
+
+    Nothing of numpy is imported or called: the pickle's ``_reconstruct``/``ndarray``/
+    ``dtype`` calls were recorded by stand-ins, and what they recorded is read here as
+    data (the same fields numpy's ``ndarray.__setstate__`` reads), for the numeric dtypes
+    of :data:`_NUMPY_TENSOR_DTYPES` only, little-endian, with a shape that matches the bytes.
+    """
+    if obj.global_name in _NUMPY_RECONSTRUCT:
+        state = obj.state
+        if not (isinstance(state, tuple) and len(state) == 5 and state[0] == 1 and isinstance(state[3], bool)):
+            return _NOT_DECODED
+        _, shape, dtype, fortran, data = state
+    elif obj.global_name in _NUMPY_FROMBUFFER and len(obj.args) == 4:
+        data, dtype, shape, order = obj.args
+        if order not in ("C", "F"):
+            return _NOT_DECODED
+        fortran = order == "F"
+    else:
+        return _NOT_DECODED
+    torch_dtype, raw = _numpy_dtype(dtype), _raw_bytes(data)
+    if torch_dtype is None or raw is None:
+        return _NOT_DECODED
+    return _tensor_from_raw(raw, torch_dtype, shape, fortran)
+
+
+def numpy_arrays_as_tensors(obj: Any) -> Any:
+    """Replace every pickled numpy array in ``obj`` (from :func:`recover`) by a tensor of its data.
+
+    For a file whose only globals besides torch's are numpy's array builders (detectron2's
+    ``.pkl`` files: ``pickle.dump({"model": {name: ndarray}})``). That is pure data, as a
+    tensor's storage is: a dtype from a fixed numeric list, a shape, and bytes of the file,
+    read without importing or calling numpy, so it is read by default, like the tensors
+    ``torch.load(weights_only=True)`` reads. (torch itself leaves numpy off its default
+    allow-list because it would *call* numpy's functions; nothing is called here.)
+
+    Raises:
+        CheckpointError: an array that is not plain numeric data (an object or string
+            dtype, big-endian, a shape that does not match its bytes), or any other object.
+    """
+    memo: dict[int, Any] = {}
+
+    def convert(value: Any, path: str, depth: int) -> Any:
+        if value is None or isinstance(value, (bool, int, float, complex, str, bytes, torch.Tensor)):
+            return value
+        if id(value) in memo:
+            return memo[id(value)]
+        if depth > _MAX_DEPTH:
+            raise CheckpointError(f"{path} is nested deeper than {_MAX_DEPTH} containers")
+        if isinstance(value, PickledObject):
+            tensor = _numpy_array(value)
+            if tensor is _NOT_DECODED:
+                raise CheckpointError(
+                    f"{path} is a numpy array that is not a plain numeric array (dtypes "
+                    f"{', '.join(_NUMPY_TENSOR_DTYPES)}, little-endian, shape matching its bytes), so it was not read"
+                )
+            memo[id(value)] = tensor
+            return tensor
+        if isinstance(value, Mapping):
+            out: dict[Any, Any] = collections.OrderedDict() if isinstance(value, collections.OrderedDict) else {}
+            memo[id(value)] = out
+            for key, item in value.items():
+                out[key] = convert(item, _join(path, f"[{_key(key)}]"), depth + 1)
+            return out
+        if isinstance(value, (list, tuple, set, frozenset)):
+            items = [convert(item, _join(path, f"[{i}]"), depth + 1) for i, item in enumerate(value)]
+            memo[id(value)] = result = items if isinstance(value, list) else type(value)(items)
+            return result
+        raise CheckpointError(f"{path} is a {type(value).__name__}, not data")
+
+    return convert(obj, "checkpoint", 0)
+
+
 def _decode(obj: PickledObject) -> Any:
     """What a well-known stand-in means as plain data, or ``_NOT_DECODED``.
 
-    numpy scalars (``epoch = np.int64(3)``) become numbers; omegaconf configs their
-    content (a ``DictConfig`` keeps it under ``_content``, each value node under ``_val``).
+    numpy scalars (``epoch = np.int64(3)``) become numbers, numpy arrays tensors; omegaconf
+    configs their content (a ``DictConfig`` keeps it under ``_content``, each value node
+    under ``_val``).
     """
     if obj.global_name in _NUMPY_SCALARS:
         return _numpy_scalar(obj)
+    if obj.global_name in _NUMPY_RECONSTRUCT | _NUMPY_FROMBUFFER:
+        return _numpy_array(obj)
     if obj.global_name.startswith("omegaconf.") and isinstance(obj.state, Mapping):
         for key in ("_content", "_val"):
             if key in obj.state:
@@ -857,6 +986,10 @@ def resolve_stand_ins(obj: Any) -> tuple[Any, dict[str, Any]]:
         if isinstance(value, type) and issubclass(value, PickledObject):
             return f"<global {value.global_name}>"
         if isinstance(value, PickledObject):
+            array = _numpy_array(value)
+            if array is not _NOT_DECODED:  # data, as a tensor is: not an object to report
+                memo[id(value)] = array
+                return array
             if not inside:
                 if len(stand_ins) < _MAX_STAND_INS:
                     stand_ins[path] = plain_view(value)

@@ -17,6 +17,10 @@ is read with inert stand-ins (nothing runs) and every tensor it declares is chec
 against the bytes the file holds for it, so a small file cannot make torch allocate
 terabytes or pose a broadcast view as a huge classifier.
 
+numpy arrays (detectron2's ``.pkl`` files are ``pickle.dump`` of ``{name: ndarray}``) are
+read as tensors by default: a numeric dtype, a shape and the file's bytes are data, and
+they are read without importing or calling numpy.
+
 A training checkpoint refused because it also holds other Python objects (an
 ``argparse.Namespace``, an omegaconf config, numpy scalars, a whole pickled model) can
 be *recovered* on request, ``unsafe_objects="stub"``: the tensors are rebuilt by
@@ -39,8 +43,10 @@ from safetensors import SafetensorError, safe_open
 from resnetzoo._io import looks_like_html, open_regular
 from resnetzoo.errors import CheckpointError, WeightsUnavailableError
 from resnetzoo.weights._unpickle import (
+    NUMPY_ARRAY_GLOBALS,
     describe_refusal,
     is_legacy_torch_file,
+    numpy_arrays_as_tensors,
     recover,
     resolve_stand_ins,
     scan_pickle,
@@ -163,6 +169,22 @@ def _torch_error(path: Path, exc: Exception) -> CheckpointError:
     return CheckpointError(f"cannot read {path}: {first}")
 
 
+def _only_numpy_arrays(unsafe_globals: list[str]) -> bool:
+    return bool(unsafe_globals) and set(unsafe_globals) <= NUMPY_ARRAY_GLOBALS
+
+
+def _read_numpy_arrays(path: Path, f: Any, size: int) -> Any:
+    """A pickle whose only objects besides tensors are numpy arrays (detectron2's ``.pkl``): arrays become tensors.
+
+    Read by default: an array is pure data (a numeric dtype, a shape and the file's bytes),
+    read without importing or calling numpy; see ``numpy_arrays_as_tensors``.
+    """
+    try:
+        return numpy_arrays_as_tensors(recover(f, size))
+    except CheckpointError as exc:
+        raise CheckpointError(f"{path}: {exc}") from exc
+
+
 def _read_torch(path: Path, *, unsafe_objects: UnsafeObjects) -> tuple[Any, dict[str, Any]]:
     """Read a torch.save file (or, when recovering, a plain pickle); return ``(obj, recovered)``."""
     with open_regular(path) as f:
@@ -180,6 +202,8 @@ def _read_torch(path: Path, *, unsafe_objects: UnsafeObjects) -> tuple[Any, dict
                 layout = scan_pickle(f, size)
             except CheckpointError as exc:
                 raise CheckpointError(f"{path} is a corrupt pickle ({exc}). {_REDOWNLOAD}") from exc
+            if _only_numpy_arrays(layout.unsafe_globals()):
+                return _read_numpy_arrays(path, f, size), {}
             if layout.unsafe_globals():
                 raise _refusal(path, layout.root, layout.unsafe_globals())
             raise CheckpointError(
@@ -191,6 +215,8 @@ def _read_torch(path: Path, *, unsafe_objects: UnsafeObjects) -> tuple[Any, dict
         except CheckpointError as exc:
             raise CheckpointError(f"{path}: {exc}. {_REDOWNLOAD}") from exc
         layout.check_backed(path)
+        if _only_numpy_arrays(layout.unsafe_globals()):
+            return _read_numpy_arrays(path, f, size), {}
         f.seek(0)
         try:
             return torch.load(f, map_location="cpu", weights_only=True), {}
