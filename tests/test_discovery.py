@@ -183,6 +183,19 @@ def test_not_a_resnet_and_truncated_trees_build_nothing(tiny):
         resnetzoo.create_model_from_checkpoint({k: v for k, v in sd.items() if not k.startswith("layer2")} | {"layer3.0.conv1.weight": torch.zeros(1, 1, 3, 3)})
 
 
+def test_a_missing_last_stage_is_named_or_flagged():
+    with torch.device("meta"):
+        sd = resnetzoo.resnet50().state_dict()
+    without_layer4 = {k: v for k, v in sd.items() if not k.startswith("layer4.")}
+    with pytest.raises(ArchitectureError, match=r"stage layer4 is missing: the classifier fc takes 2048 features.*\(layer3\) gives 1024"):
+        resnetzoo.inspect_checkpoint(without_layer4)
+    # Without the classifier too: a C4 backbone, or a truncated file. Built, but never silently.
+    inferred = resnetzoo.inspect_checkpoint({k: v for k, v in without_layer4.items() if not k.startswith("fc.")})
+    assert inferred.layers == (3, 4, 6)
+    (cut,) = [a for a in inferred.ambiguities if a.what.startswith("3 stages")]
+    assert "C4 backbone" in cut.why and "layer4 missing" in cut.alternative
+
+
 def test_a_zero_class_head_is_left_out(tiny):
     sd = {**tiny.state_dict(), "fc.weight": torch.zeros(0, 16), "fc.bias": torch.zeros(0)}
     model, report = resnetzoo.create_model_from_checkpoint(sd)

@@ -713,9 +713,19 @@ class _Inference:
                 self.problems.append(f"the classifier's bias has shape {bias}, its weight {weight}")
                 return None
             if features != num_features:
-                self.problems.append(
-                    f"the classifier fc takes {features} features but the last stage gives {num_features}"
-                )
+                stages = len(self.parsed.stages)
+                if features > num_features and stages < len(_DEFAULT_WIDTHS):
+                    # The classifier was trained on a stage that is not in the file.
+                    self.problems.append(
+                        f"stage layer{stages + 1} is missing: the classifier fc takes {features} features, but "
+                        f"the last stage in the checkpoint (layer{stages}) gives {num_features}; the file is "
+                        f"truncated or was filtered: re-export it from the network, or load it into an explicit "
+                        f"model with strict=False"
+                    )
+                else:
+                    self.problems.append(
+                        f"the classifier fc takes {features} features but the last stage gives {num_features}"
+                    )
                 return None
             if classes == 0:
                 self.left_out += [k for k in self.shapes if k.startswith("fc.")]
@@ -768,6 +778,19 @@ class _Inference:
         self.ambiguities.insert(0, Ambiguity(what, v1 if v1_chosen else v15, why, v15 if v1_chosen else v1))
         return v1_chosen
 
+    def fewer_stages(self, body: _Body, stem_width: int) -> None:
+        """Flag standard stages that stop early: a backbone cut on purpose, or a truncated file."""
+        n = len(body.layers)
+        if n >= len(_DEFAULT_WIDTHS) or body.widths != _DEFAULT_WIDTHS[:n] or stem_width != 64:
+            return
+        missing = ", ".join(f"layer{i}" for i in range(n + 1, len(_DEFAULT_WIDTHS) + 1))
+        self.ambiguities.append(Ambiguity(
+            f"{n} stage{'s' if n > 1 else ''} of a standard ResNet's {len(_DEFAULT_WIDTHS)}",
+            f"built with the {n} the checkpoint holds (layers={body.layers})",
+            f"a backbone cut after layer{n} (e.g. a detectron2 C4 backbone) has no {missing}",
+            f"the file is truncated or was filtered ({missing} missing): re-export it from the network",
+        ))  # fmt: skip
+
     # --------------------------------------------------------------- the whole
     def run(self) -> InferredArchitecture:
         # Mostly other keys, or no residual stage at all: another kind of network.
@@ -793,6 +816,7 @@ class _Inference:
             raise ArchitectureError("cannot tell the architecture: " + "; ".join(dict.fromkeys(self.problems)))
         kind, stem_width, stem_mid, in_chans = stem
         stride_in_1x1 = self.stride(body.block)
+        self.fewer_stages(body, stem_width)
         inferred = InferredArchitecture(
             name=None,
             block=body.block,
