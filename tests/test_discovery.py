@@ -9,6 +9,7 @@ import argparse
 import time
 
 import pytest
+import timm
 import torch
 
 import resnetzoo
@@ -183,6 +184,18 @@ def test_not_a_resnet_and_truncated_trees_build_nothing(tiny):
         resnetzoo.create_model_from_checkpoint({k: v for k, v in sd.items() if not k.startswith("layer2")} | {"layer3.0.conv1.weight": torch.zeros(1, 1, 3, 3)})
 
 
+def test_residual_looking_blocks_of_another_network_are_not_a_resnet():
+    # An EfficientNet's blocks have conv1/bn1/conv2/bn2 keys: each fits a block, none is a ResNet.
+    sd = timm.create_model("efficientnet_b0", pretrained=False).state_dict()
+    for wrapped in (sd, {f"module.{k}": v for k, v in sd.items()}):
+        with pytest.raises(ArchitectureError, match=r"this is not a ResNet: its keys look like an EfficientNet or MobileNet \(timm\)"):
+            resnetzoo.create_model_from_checkpoint(wrapped)
+    # A ResNet without its stem is still read as one, and the gap named.
+    tv = {f"model.{k}": v for k, v in resnetzoo.resnet18().state_dict().items() if not k.startswith(("conv1", "bn1"))}
+    with pytest.raises(ArchitectureError, match=r"there is no stem \(conv1\)"):
+        resnetzoo.inspect_checkpoint(tv)
+
+
 def test_a_missing_last_stage_is_named_or_flagged():
     with torch.device("meta"):
         sd = resnetzoo.resnet50().state_dict()
@@ -260,8 +273,8 @@ def test_discovery_is_bounded():
     deep = {".".join(["x"] * 500) + f".{i}": torch.zeros(1) for i in range(2000)}
     remapped = to_native(deep)
     assert remapped.prefix == "" and len(remapped.state_dict) == 2000
-    # 20000 one-tensor sub-trees that all fit equally: named, not compared pairwise.
-    many = {f"net{i}.layer1.0.conv1.weight": torch.zeros(1, 1, 1, 1) for i in range(20000)}
+    # 10000 two-tensor sub-trees (a stem and a block) that all fit equally: named, not compared pairwise.
+    many = {f"net{i}.{part}.weight": torch.zeros(1, 1, 1, 1) for i in range(10000) for part in ("conv1", "layer1.0.conv1")}
     with pytest.raises(ArchitectureError, match="sub-trees of the checkpoint fit a ResNet equally well"):
         to_native(many)
     assert time.perf_counter() - start < 20  # seconds on a busy 2-core machine; quadratic work would take hours

@@ -74,7 +74,7 @@ _FAMILIES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
         ("a Vision Transformer (ViT/DeiT)", r"(^|\.)(cls_token|pos_embed|patch_embed\.|blocks\.\d+\.attn\.)"),
         ("a Swin Transformer", r"(^|\.)layers\.\d+\.blocks\.\d+\.attn\.relative_position"),
         ("a Hugging Face ViT", r"(^|\.)encoder\.layer\.\d+\.attention\."),
-        ("an EfficientNet or MobileNet (timm)", r"(^|\.)(conv_stem\.|blocks\.\d+\.\d+\.conv_(dw|pw))"),
+        ("an EfficientNet or MobileNet (timm)", r"(^|\.)(conv_stem\.|conv_head\.|blocks\.\d+\.\d+\.conv_(dw|pw|pwl)\.)"),
         ("an EfficientNet (efficientnet_pytorch)", r"(^|\.)_blocks\.\d+\._depthwise_conv\."),
         ("a ConvNeXt", r"(^|\.)(stages\.\d+\.blocks\.\d+\.conv_dw\.|downsample_layers\.)"),
         ("a DenseNet", r"(^|\.)features\.denseblock\d+\."),

@@ -635,6 +635,15 @@ def _mixed_message(mixed: Sequence[tuple[str, int]]) -> str:
     )
 
 
+_STEM_KEY = re.compile(r"conv1(\.\d+)?\.weight")
+_STAGE_KEY = re.compile(r"layer\d+\.\d+\.")
+
+
+def _has_body(native_keys: Collection[str]) -> bool:
+    """Whether native keys hold a stem convolution and a block of a stage: the least a ResNet has."""
+    return any(_STEM_KEY.fullmatch(k) for k in native_keys) and any(_STAGE_KEY.match(k) for k in native_keys)
+
+
 def discover(
     state_dict: Mapping[str, Any],
     *,
@@ -693,7 +702,11 @@ def discover(
     else:
         trees = _sub_trees(state_dict, is_root)
 
-    ranked: list[tuple[tuple[int, int, int, str, int], str, Convention, int]] = []
+    # A sub-tree with a stem and a stage among the keys that fit ranks above any without:
+    # residual-looking blocks alone (an EfficientNet's blocks.N.M.conv1/bn1) are no ResNet.
+    # Not asked of a model that has no stem or no stage itself.
+    needs_body = target_keys is None or _has_body(targets)
+    ranked: list[tuple[tuple[bool, int, int, int, str, int], str, Convention, int]] = []
     best = 0
     for p in sorted(trees, key=lambda p: (-len(trees[p]), p)):
         size = len(trees[p])
@@ -701,11 +714,22 @@ def discover(
             continue  # cannot beat the best: fewer keys than it already fits
         sub = [(key[len(p) :], state_dict[key].shape) for key in trees[p]]
         for index, candidate in enumerate(conventions):
-            score = sum(fit(candidate.rename(key)[0], shape) for key, shape in sub)
-            best = max(best, score)
-            ranked.append(((-score, size, len(p), p, index), p, candidate, score))
+            fitting = [name for name, shape in ((candidate.rename(key)[0], shape) for key, shape in sub) if fit(name, shape)]
+            score = len(fitting)
+            partial = needs_body and not _has_body(fitting)
+            if not partial:
+                best = max(best, score)
+            ranked.append(((partial, -score, size, len(p), p, index), p, candidate, score))
     ranked.sort(key=lambda item: item[0])
     _, chosen, chosen_convention, score = ranked[0]
+    if ranked[0][0][0] and prefix is None and 2 * score < len(state_dict):
+        # No sub-tree has a stem and a stage, and the best fits a minority of the keys
+        # (an EfficientNet's residual-looking blocks): read everything as it is, and let
+        # the inference say what it is by its keys. A partial tree that is most of the
+        # checkpoint (a ResNet without its stem) is kept, for the inference to name the gap.
+        ranked = [item for item in ranked if item[1] == ""] or ranked[:1]
+        _, chosen, chosen_convention, score = ranked[0]
+        ranked = ranked[:1]
     if score == 0:  # nothing fits anywhere: read everything as it is, and let the report say so
         chosen = prefix or ""
         chosen_convention = conventions[0]
