@@ -196,6 +196,18 @@ def test_residual_looking_blocks_of_another_network_are_not_a_resnet():
         resnetzoo.inspect_checkpoint(tv)
 
 
+def test_what_the_weights_cannot_show_is_said_and_an_anti_aliased_claim_refused(tiny):
+    from resnetzoo.infer import NOT_IN_THE_WEIGHTS
+
+    _, report = resnetzoo.create_model_from_checkpoint(tiny.state_dict())
+    assert NOT_IN_THE_WEIGHTS in report.hints and "anti-aliasing" in NOT_IN_THE_WEIGHTS
+    assert NOT_IN_THE_WEIGHTS in str(resnetzoo.inspect_checkpoint(tiny.state_dict()))
+    # timm's train.py records the model name: resnetblur50's tensors are resnet50's, its outputs are not.
+    checkpoint = {"epoch": 3, "arch": "resnetblur50", "state_dict": tiny.state_dict()}
+    with pytest.raises(ArchitectureError, match=r"arch='resnetblur50': timm's anti-aliased ResNet.*timm.create_model"):
+        resnetzoo.create_model_from_checkpoint(checkpoint)
+
+
 def test_a_missing_last_stage_is_named_or_flagged():
     with torch.device("meta"):
         sd = resnetzoo.resnet50().state_dict()

@@ -44,6 +44,7 @@ from resnetzoo.errors import ArchitectureError
 from resnetzoo.stems import deep_stem
 
 __all__ = [
+    "NOT_IN_THE_WEIGHTS",
     "Ambiguity",
     "InferredArchitecture",
     "block_counts",
@@ -52,6 +53,17 @@ __all__ = [
     "is_resnet_key",
 ]
 
+#: What no checkpoint's tensors show, said with every inferred architecture: the network is
+#: built with resnetzoo's defaults for these, and outputs differ if it was trained otherwise.
+NOT_IN_THE_WEIGHTS = (
+    "the weights do not show anti-aliasing (timm's resnetblur/resnetaa blur pooling), dilation "
+    "(output_stride), the global pooling or the activation: built with none, 32, 'avg' and ReLU; if the "
+    "network was trained otherwise, pass output_stride=, global_pool= or act=, or load it with the "
+    "library that made it (resnetzoo has no anti-aliasing)"
+)
+# timm variants whose tensors are those of a plain ResNet but which compute otherwise:
+# anti-aliased downsampling (a fixed blur filter, a non-persistent buffer).
+_ANTI_ALIASED = re.compile(r"blur|resnetaa")
 _NORM_LEAVES = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
 #: One native ResNet key: stem, block part, or head, then the tensor's leaf name.
 #: Numbers have at most six digits: a longer one is no real stage or block (and ``int()`` of
@@ -318,6 +330,7 @@ class InferredArchitecture:
             lines.append(f"  ambiguous   {ambiguity}")
         for note in self.notes:
             lines.append(f"  note        {note}")
+        lines.append(f"  unseen      {NOT_IN_THE_WEIGHTS}")
         return "\n".join(lines)
 
 
@@ -837,8 +850,15 @@ class _Inference:
             left_out=tuple(self.left_out),
             convention=self.convention,
         )
-        name = _name_of(inferred)
         claimed = self.info.get("arch")
+        if isinstance(claimed, str) and _ANTI_ALIASED.search(claimed):
+            raise ArchitectureError(
+                f"the checkpoint says arch={claimed!r}: timm's anti-aliased ResNet, whose blur-pool filters are "
+                f"not saved with the weights. Its tensors fit {inferred.call()}, but resnetzoo has no "
+                f"anti-aliasing, so its outputs would differ: load it with timm.create_model({claimed!r}), or "
+                f"into an explicit resnetzoo model with load_weights if you accept other outputs"
+            )
+        name = _name_of(inferred)
         notes = inferred.notes
         if claimed and claimed in ARCHITECTURES and claimed != name:
             notes += (f"the checkpoint says arch={claimed!r}, but its tensors are those of {name or 'another network'}",)

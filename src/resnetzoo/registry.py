@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 
 from resnetzoo.architectures import natural_key
-from resnetzoo.infer import InferredArchitecture, infer_architecture
+from resnetzoo.infer import NOT_IN_THE_WEIGHTS, InferredArchitecture, infer_architecture
 from resnetzoo.models import CONSTRUCTORS
 from resnetzoo.remap import LoadReport, load_weights
 from resnetzoo.remap.conventions import Remapped, to_native
@@ -280,5 +280,6 @@ def create_model_from_checkpoint(
         f"built {inferred.call()} from the checkpoint's names and shapes",
         *(f"ambiguous: {a}" for a in inferred.ambiguities),
         *inferred.notes,
+        NOT_IN_THE_WEIGHTS,
     ]
     return model, report
