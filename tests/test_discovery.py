@@ -208,6 +208,23 @@ def test_what_the_weights_cannot_show_is_said_and_an_anti_aliased_claim_refused(
         resnetzoo.create_model_from_checkpoint(checkpoint)
 
 
+@pytest.mark.parametrize("extra", ["criterion.weight", "layer100000000.0.x"])
+def test_a_stray_tensor_beside_the_network_is_reported_not_fatal(extra, tiny, tmp_path, capsys):
+    path = tmp_path / "extra.pth"
+    torch.save({**tiny.state_dict(), extra: torch.ones(3)}, path)
+    assert main(["inspect", str(path)]) == 1  # built, and told that it does not load strictly
+    out = capsys.readouterr().out
+    assert "Architecture: " + TINY_CALL in out and "no place in a ResNet" in out and "does not load strictly" in out
+    with pytest.raises(WeightsLoadError, match=r"1 unexpected"):
+        resnetzoo.create_model_from_checkpoint(path)  # never silently
+    model, report = resnetzoo.create_model_from_checkpoint(path, strict=False)
+    assert report.unexpected == [extra] and _same_weights(model, tiny.state_dict())
+    # Inside a block, an unknown tensor changes what the network computes: not built around.
+    torch.save({**tiny.state_dict(), "layer1.0.se.fc.weight": torch.ones(3, 3)}, path)
+    assert main(["inspect", str(path)]) == 2
+    assert "--arch NAME" in capsys.readouterr().err
+
+
 def test_a_missing_last_stage_is_named_or_flagged():
     with torch.device("meta"):
         sd = resnetzoo.resnet50().state_dict()

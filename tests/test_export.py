@@ -262,6 +262,8 @@ def test_state_dicts_of_any_convention_convert(randomize):
     sd.update({"fc.0.weight": torch.zeros(8, 512), "fc.0.bias": torch.zeros(8), "fc.2.weight": torch.zeros(4, 8), "fc.2.bias": torch.zeros(4)})
     assert not any(k.startswith("fc") for k in resnetzoo.export_state_dict({"state_dict": sd}, "timm"))
     assert resnetzoo.export_state_dict(sd, "transformers-ResNetModel")
+    # A stray tensor beside the network is noted and not written.
+    assert "criterion.weight" not in resnetzoo.export_state_dict({**sd, "criterion.weight": torch.ones(3)}, "timm")
     with pytest.raises(ExportError, match="written in the transformers-ResNetModel convention"):
         resnetzoo.export_state_dict(sd, "transformers-ResNetForImageClassification")
     with pytest.raises(ValueError, match="resnetzoo writes torchvision, timm, transformers, mmpretrain"):

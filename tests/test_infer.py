@@ -205,13 +205,14 @@ def test_hostile_numbers_cost_nothing():
     start = time.perf_counter()
     with pytest.raises(ArchitectureError, match="layer5 is missing"):
         infer_architecture({**shapes, "layer999999.0.conv1.weight": (1, 1, 1, 1)})
-    with pytest.raises(ArchitectureError, match="1 tensor has no place in a ResNet: layer100000000.0.conv1.weight"):
-        infer_architecture({**shapes, "layer100000000.0.conv1.weight": (1, 1, 1, 1)})
+    # No real stage has such a number: a stray key beside the network, left to the report.
+    stray = infer_architecture({**shapes, "layer100000000.0.conv1.weight": (1, 1, 1, 1)})
+    assert stray.name == "resnet18" and "not part of the network built: layer100000000.0.conv1.weight" in stray.notes[0]
     assert block_counts({"layer100000000.0.x": 0, "layer99.99999999.y": 0}) == ()
     huge = "9" * 5000  # int() of it would raise ValueError (Python's digit limit)
-    with pytest.raises(ArchitectureError, match="has no place in a ResNet: layer999") as info:
-        infer_architecture({**_shapes(_meta(resnetzoo.resnet18)), f"layer{huge}.0.conv1.weight": (1, 1, 3, 3)})
-    assert len(str(info.value)) < 500  # the key is shortened, not printed whole
+    inferred = infer_architecture({**_shapes(_meta(resnetzoo.resnet18)), f"layer{huge}.0.conv1.weight": (1, 1, 3, 3)})
+    assert "not part of the network built: layer999" in inferred.notes[0]
+    assert len(inferred.notes[0]) < 500  # the key is shortened, not printed whole
     assert block_counts({f"layer1.{huge}.conv1.weight": 0}) == ()
     assert guess_arch({"layer100000000.100000000.conv1.weight": (1, 1, 3, 3)}) is None
     assert time.perf_counter() - start < 1.0

@@ -64,6 +64,11 @@ NOT_IN_THE_WEIGHTS = (
 # timm variants whose tensors are those of a plain ResNet but which compute otherwise:
 # anti-aliased downsampling (a fixed blur filter, a non-persistent buffer).
 _ANTI_ALIASED = re.compile(r"blur|resnetaa")
+# Unknown keys inside the stem, a block or the head change what the network computes (a
+# squeeze-excitation, attention): never built around. Others, up to this share of the
+# checkpoint (a loss's weight beside the network), are left to the report as unexpected.
+_INSIDE_THE_NETWORK = re.compile(r"(conv1|bn1|fc)(\.|$)|layer\d{1,6}\.\d{1,6}\.")
+_MAX_STRAY_SHARE = 0.05
 _NORM_LEAVES = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
 #: One native ResNet key: stem, block part, or head, then the tensor's leaf name.
 #: Numbers have at most six digits: a longer one is no real stage or block (and ``int()`` of
@@ -814,11 +819,22 @@ class _Inference:
         norm = self.norm() if body is not None else None
         num_classes = self.head(body.num_features) if body is not None and not self.problems else None
         unknown = [k for k in self.parsed.other if not k.endswith("num_batches_tracked")]
-        if unknown:
+        stray = [k for k in unknown if not _INSIDE_THE_NETWORK.match(k)]
+        if unknown and stray == unknown and len(stray) <= _MAX_STRAY_SHARE * len(self.shapes):
+            # A few tensors beside the network (a loss's weight): build the network from the
+            # rest; the report lists them as unexpected, so the load is not strict.
+            self.notes.append(
+                f"{len(stray)} {'tensor has' if len(stray) == 1 else 'tensors have'} no place in a ResNet and "
+                f"{'is' if len(stray) == 1 else 'are'} not part of the network built: {_show(stray)}; a strict "
+                f"load reports {'it' if len(stray) == 1 else 'them'} as unexpected"
+            )
+        elif unknown:
             self.problems.append(
                 f"{len(unknown)} {'tensor has' if len(unknown) == 1 else 'tensors have'} no place in a ResNet: "
                 f"{_show(unknown)} (a squeeze-excitation "
-                f"or attention module, or another network's keys?); resnetzoo cannot rebuild this network"
+                f"or attention module, or another network's keys?); resnetzoo cannot rebuild this network. "
+                f"To load what fits, name the architecture (resnetzoo inspect FILE --arch NAME; in Python, "
+                f"load_weights(model, source, strict=False))"
             )
         biased = [f"{name}.bias" for name, m in self.parsed.modules().items() if m.is_conv and "bias" in m.leaves]
         if biased:

@@ -34,7 +34,7 @@ from resnetzoo._io import save_safetensors, save_torch, write_text
 from resnetzoo._version import __version__
 from resnetzoo.architectures import ARCHITECTURES
 from resnetzoo.errors import ExportError
-from resnetzoo.infer import InferredArchitecture, infer_architecture
+from resnetzoo.infer import InferredArchitecture, infer_architecture, is_resnet_key
 from resnetzoo.remap.conventions import NATIVE, get_convention, to_native
 
 __all__ = ["LIBRARIES", "Exported", "export_checkpoint", "export_state_dict"]
@@ -160,6 +160,8 @@ def _describe(
     architecture = infer_architecture(shapes, convention=convention, info=info)
     for key in architecture.left_out:
         state.pop(key)
+    # Stray tensors beside the network (a loss's weight; the inference notes them) are not written.
+    state = {key: value for key, value in state.items() if is_resnet_key(key, tuple(value.shape))}
     notes += list(architecture.notes)
     dilate = _dilated_stages(model_or_sd, len(architecture.layers)) if from_model else (False,) * (len(architecture.layers) - 1)
     return state, architecture, _Unseen(act, dilate, pool, from_model), notes
