@@ -98,7 +98,7 @@ def test_a_dino_checkpoint_with_its_args_is_refused_then_recovered(tiny, tmp_pat
     for call in (resnetzoo.create_model_from_checkpoint, resnetzoo.inspect_checkpoint):
         with pytest.raises(CheckpointError, match=r"argparse\.Namespace.*unsafe_objects='stub'.*--unsafe-objects stub"):
             call(path)
-    assert resnetzoo.inspect_checkpoint(path, unsafe_objects="stub").prefix.startswith("teacher.")
+    assert resnetzoo.inspect_checkpoint(path, unsafe_objects="stub").prefix == "teacher.module.backbone."
     model, report = resnetzoo.create_model_from_checkpoint(path, unsafe_objects="stub")
     assert report.ok and _same_weights(model, tiny.state_dict())
     assert report.recovered["checkpoint['args']"] == {
@@ -238,10 +238,24 @@ def test_a_missing_last_stage_is_named_or_flagged():
     assert "C4 backbone" in cut.why and "layer4 missing" in cut.alternative
 
 
+def test_inspect_of_a_zero_class_head_says_it_loads_strictly(tiny, tmp_path, capsys):
+    path = tmp_path / "head0.pth"
+    torch.save({**tiny.state_dict(), "fc.weight": torch.zeros(0, 16), "fc.bias": torch.zeros(0)}, path)
+    assert main(["inspect", str(path)]) == 0
+    assert "loads strictly" in capsys.readouterr().out
+
+
+def test_dino_is_labelled_with_its_own_names(tiny, tmp_path):
+    checkpoint = {"teacher": _prefixed(tiny.state_dict(), "backbone."), "student": _prefixed(tiny.state_dict(), "backbone.", 1.0)}
+    inferred = resnetzoo.inspect_checkpoint(checkpoint)
+    assert (inferred.prefix, inferred.convention) == ("teacher.backbone.", "torchvision")
+
+
 def test_a_zero_class_head_is_left_out(tiny):
     sd = {**tiny.state_dict(), "fc.weight": torch.zeros(0, 16), "fc.bias": torch.zeros(0)}
     model, report = resnetzoo.create_model_from_checkpoint(sd)
-    assert model.num_classes == 0 and report.loaded and "loaded every model tensor" in report.summary
+    assert model.num_classes == 0 and report.loaded and report.summary.endswith("— loaded")
+    assert report.ok and not report.unexpected  # left out on purpose: the verdict agrees with the model
     assert any("0 classes" in h for h in report.hints)
 
 

@@ -297,3 +297,16 @@ def test_imagenet_labels_go_into_the_config(tmp_path):
     resnetzoo.export_checkpoint(model, tmp_path / "hf", to="transformers")
     config = json.loads((tmp_path / "hf" / "config.json").read_text())
     assert config["id2label"]["0"] == "tench" and len(config["label2id"]) == 1000
+
+
+@pytest.mark.parametrize("to", ["resnetzoo", "timm", "transformers"])
+def test_convert_never_creates_a_mistyped_folder(to, tmp_path, capsys):
+    from resnetzoo.cli import main
+
+    source = tmp_path / "r18.pth"
+    torch.save(resnetzoo.ResNet(layers=(1, 1), widths=(8, 16), stem_width=8, block="basic").state_dict(), source)
+    out = tmp_path / "typo" / "deeper" / {"transformers": "hf", "resnetzoo": "out.safetensors"}.get(to, "out.pth")
+    assert main(["convert", str(source), str(out), "--to", to]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "does not exist" in err and str(tmp_path / "typo" / "deeper") in err
+    assert not (tmp_path / "typo").exists()

@@ -129,6 +129,8 @@ def _inspect(args: argparse.Namespace) -> int:
         else:
             model, inferred = _inferred_model(args, loaded)
     report = diagnose(model, loaded, prefix=args.prefix)
+    if inferred is not None:  # as create_model_from_checkpoint: what was left out on purpose is not unexpected
+        report.unexpected = [key for key in report.unexpected if key not in inferred.left_out]
     _print_report(report, inferred, as_json=args.json)
     # A projection head or an empty classifier is left out, as create_model_from_checkpoint does.
     ignore_head = args.ignore_head or bool(inferred is not None and inferred.left_out)
@@ -142,6 +144,9 @@ def _check_output(args: argparse.Namespace) -> None:
             f"{out}: convert writes resnetzoo weights as safetensors; name the output .safetensors, "
             f"or pass --to torchvision (or timm, mmpretrain) to write a .pth for that library"
         )
+    # A mistyped folder is refused, not created: the output goes where the user said, or nowhere.
+    if not out.parent.is_dir():
+        raise FileNotFoundError(f"the folder {out.parent} does not exist; create it first, or check the path {out}")
     if args.overwrite:
         return
     if args.to == "transformers":

@@ -273,6 +273,9 @@ def create_model_from_checkpoint(
     # The model was built from the best-fitting sub-tree, so matching against the model
     # finds that sub-tree again, with the same notes (a twin taken by default, what else was there).
     report = load_weights(model, loaded, strict=strict, ignore_head=ignore_head, convention=convention, prefix=prefix)
+    # What was left out on purpose (the notes say why) is not an unexpected key: the report's
+    # verdict (report.ok) agrees with the model built.
+    report.unexpected = [key for key in report.unexpected if key not in inferred.left_out]
     head = f"{report.head_prefix}."
     if model.num_classes and not any(key.startswith(head) for key in report.matched):
         model.reset_classifier(model.num_classes)  # a fresh head, not uninitialised memory

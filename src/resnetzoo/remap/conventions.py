@@ -656,9 +656,10 @@ def discover(
     Every prefix at which some key could begin a network (before a ``conv1``,
     ``layer1``, ``res2``, ``backbone`` … name) is tried with every convention; the score
     is the number of keys under it whose renamed name and shape fit: a ResNet's native
-    names with tensors of the right rank, or ``target_keys`` when a model is given.
-    The best score wins; among equal scores the tighter sub-tree (fewer keys that do
-    not fit), then the shorter prefix, then the earlier convention. Two sub-trees that
+    names with tensors of the right rank, or ``target_keys`` when a model is given. A
+    sub-tree with a stem and a stage among them ranks above any without. The best score
+    wins; among equal scores the tighter sub-tree (fewer keys that do not fit), then the
+    reading that renames fewer keys, then the shorter prefix, then the earlier convention. Two sub-trees that
     fit equally and do not overlap are twins: the documented default of
     :data:`TWIN_DEFAULTS` is taken (MoCo's ``encoder_q``, DINO's ``teacher``) and the
     other named; for other twins ``prefix=`` must choose.
@@ -706,7 +707,7 @@ def discover(
     # residual-looking blocks alone (an EfficientNet's blocks.N.M.conv1/bn1) are no ResNet.
     # Not asked of a model that has no stem or no stage itself.
     needs_body = target_keys is None or _has_body(targets)
-    ranked: list[tuple[tuple[bool, int, int, int, str, int], str, Convention, int]] = []
+    ranked: list[tuple[tuple[bool, int, int, int, int, str, int], str, Convention, int]] = []
     best = 0
     for p in sorted(trees, key=lambda p: (-len(trees[p]), p)):
         size = len(trees[p])
@@ -714,12 +715,16 @@ def discover(
             continue  # cannot beat the best: fewer keys than it already fits
         sub = [(key[len(p) :], state_dict[key].shape) for key in trees[p]]
         for index, candidate in enumerate(conventions):
-            fitting = [name for name, shape in ((candidate.rename(key)[0], shape) for key, shape in sub) if fit(name, shape)]
+            renamed = [(candidate.rename(key)[0], key, shape) for key, shape in sub]
+            fitting = [name for name, _, shape in renamed if fit(name, shape)]
             score = len(fitting)
             partial = needs_body and not _has_body(fitting)
             if not partial:
                 best = max(best, score)
-            ranked.append(((partial, -score, size, len(p), p, index), p, candidate, score))
+            # Among equal fits, the reading that renames least: DINO's teacher.backbone.conv1 is
+            # torchvision's names under 'teacher.backbone.', not mmpretrain's under 'teacher.'.
+            changed = sum(name != key for name, key, _ in renamed)
+            ranked.append(((partial, -score, size, changed, len(p), p, index), p, candidate, score))
     ranked.sort(key=lambda item: item[0])
     _, chosen, chosen_convention, score = ranked[0]
     if ranked[0][0][0] and prefix is None and 2 * score < len(state_dict):
