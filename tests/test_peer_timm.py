@@ -13,6 +13,7 @@ this inside the CI budget; ``RESNETZOO_PEER_ARCHS=all`` runs all of them. Offlin
 """
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -24,9 +25,34 @@ from pathlib import Path
 import pytest
 
 SHIM_DIR = Path(__file__).parent / "peers"
-# A run of the representative subset selects this many items (timm 1.0.31); fewer would
-# mean the shim stopped selecting something, which must not pass silently.
-MIN_ITEMS = 53
+# timm's per-model tests that every timm 1.0.x has, each run once per architecture. The
+# check is derived from the downloaded file, not a count tied to one timm version: each of
+# these that the file defines must have run for each selected architecture, so a shim that
+# stopped selecting something fails, whatever timm version pyproject's timm>=1.0 resolves to.
+CORE_TESTS = ("test_model_forward", "test_model_backward", "test_model_default_cfgs", "test_model_forward_features")
+REPRESENTATIVE = ("resnet18", "resnet50", "resnext50_32x4d", "resnet50d")  # as tests/peers/timm_shim.py
+
+
+def _selected_archs() -> list[str]:
+    chosen = os.environ.get("RESNETZOO_PEER_ARCHS", "")
+    if chosen == "all":
+        import resnetzoo
+
+        return resnetzoo.list_models()
+    return [a.strip() for a in chosen.split(",") if a.strip()] or list(REPRESENTATIVE)
+
+
+def _missing_core_items(test_file: Path, ran: list[str]) -> list[str]:
+    """``core[arch]`` items the file defines that did not run (an arch may carry a ``.tag``)."""
+    source = test_file.read_text(encoding="utf-8")
+    defined = [name for name in CORE_TESTS if re.search(rf"^def {name}\(", source, re.MULTILINE)]
+    assert defined, f"none of {CORE_TESTS} is in {test_file}: timm's test layout changed"
+    return [
+        f"{name}[{arch}]"
+        for name in defined
+        for arch in _selected_archs()
+        if not any(re.fullmatch(rf"{name}\[(.*-)?{re.escape(arch)}(\.\w+)?(-.*)?\]", item) for item in ran)
+    ]
 
 pytestmark = pytest.mark.slow
 
@@ -103,4 +129,6 @@ def test_timm_model_suite_passes_on_resnetzoo_models(timm_tests: Path, tmp_path:
     print(f"timm {metadata.version('timm')} tests/test_models.py on resnetzoo: {counts}")
     assert counts["failures"] == counts["errors"] == 0, f"{counts}\n{result.stdout[-6000:]}"
     assert counts["skipped"] == 0, f"{counts}\n{result.stdout[-3000:]}"
-    assert counts["tests"] >= MIN_ITEMS, f"only {counts['tests']} items selected\n{result.stdout[-3000:]}"
+    ran = [case.get("name", "") for case in suite.iter("testcase")]
+    missing = _missing_core_items(timm_tests / "tests" / "test_models.py", ran)
+    assert not missing, f"the shim did not select {missing[:8]} ({len(missing)} in all); {counts}"
