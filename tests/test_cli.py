@@ -196,6 +196,17 @@ def test_the_head_hint_names_the_flag_not_the_keyword(tv_checkpoint, capsys):
     assert any("pass --ignore-head" in h for h in hints) and not any("ignore_head" in h for h in hints)
 
 
+@pytest.mark.parametrize(("command", "what"), [("convert", "converted"), ("export", "exported")])
+def test_a_misfit_is_told_in_flags_not_python_keywords(tv_checkpoint, tmp_path, capsys, command, what):
+    out = tmp_path / ("o.safetensors" if command == "convert" else "o.onnx")
+    assert main([command, str(tv_checkpoint), str(out), "--arch", "resnet34"]) == 1
+    err = capsys.readouterr().err
+    assert f"resnetzoo: not {what}: the checkpoint does not fit the architecture strictly; check --arch" in err
+    assert ("--allow-partial" in err) == (command == "convert")
+    assert "strict=False" not in err and "ignore_head" not in err
+    assert not out.exists()
+
+
 def test_convert_to_a_file_that_is_not_safetensors_says_how(tv_checkpoint, tmp_path, capsys):
     out = tmp_path / "o3.pth"
     assert main(["convert", str(tv_checkpoint), str(out)]) == 2

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from resnetzoo._io import describe_os_error
 from resnetzoo._version import __version__
-from resnetzoo.errors import ResNetZooError
+from resnetzoo.errors import ResNetZooError, WeightsLoadError
 
 if TYPE_CHECKING:
     import torch.nn as nn
@@ -157,33 +157,39 @@ def _check_output(args: argparse.Namespace) -> None:
         raise FileExistsError(f"{out} already exists; pass --overwrite to replace it")
 
 
-def _convert(args: argparse.Namespace) -> int:
-    from resnetzoo.errors import WeightsLoadError
+def _model_with_weights(args: argparse.Namespace, loaded: LoadedCheckpoint, *, strict: bool) -> tuple[nn.Module, LoadReport]:
+    """``--arch``'s architecture with the checkpoint loaded, or the architecture the checkpoint holds."""
     from resnetzoo.registry import create_model_from_checkpoint
-    from resnetzoo.remap import load_weights, save_weights
+    from resnetzoo.remap import load_weights
+
+    if args.arch:
+        model = _named_model(args, loaded)
+        return model, load_weights(model, loaded, strict=strict, ignore_head=args.ignore_head, prefix=args.prefix)
+    overrides = {} if args.num_classes is None else {"num_classes": args.num_classes}
+    return create_model_from_checkpoint(loaded, prefix=args.prefix, strict=strict, ignore_head=args.ignore_head,
+                                        **overrides)
+
+
+def _misfit(exc: WeightsLoadError, *, what: str, partial_flag: bool) -> int:
+    """Print why a checkpoint did not fit, worded for the shell (the flags, not Python keywords)."""
+    partial = (", or --allow-partial to save it anyway (tensors that do not fit keep the model's initial values)"
+               if partial_flag else "")
+    print(exc.report.render(audience="cli"), file=sys.stderr)
+    print(f"resnetzoo: not {what}: the checkpoint does not fit the architecture strictly; check --arch and "
+          f"--num-classes, pass --ignore-head to leave a differing classifier out{partial}", file=sys.stderr)
+    return _EXIT_MISFIT
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from resnetzoo.remap import save_weights
     from resnetzoo.remap.export import export_checkpoint
 
     _check_output(args)  # before reading: a file the user wrote is never at risk
     loaded = _read(args.input, args.unsafe_objects)
-    strict = not args.allow_partial
     try:
-        if args.arch:
-            model = _named_model(args, loaded)
-            report = load_weights(model, loaded, strict=strict, ignore_head=args.ignore_head, prefix=args.prefix)
-        else:
-            overrides = {} if args.num_classes is None else {"num_classes": args.num_classes}
-            model, report = create_model_from_checkpoint(
-                loaded, prefix=args.prefix, strict=strict, ignore_head=args.ignore_head, **overrides
-            )
+        model, report = _model_with_weights(args, loaded, strict=not args.allow_partial)
     except WeightsLoadError as exc:
-        print(exc.report.render(audience="cli"), file=sys.stderr)
-        print(
-            "resnetzoo: not converted: the checkpoint does not fit the architecture strictly; "
-            "check --arch and --num-classes, pass --ignore-head to leave a differing classifier out, "
-            "or --allow-partial to save it anyway (tensors that do not fit keep the model's initial values)",
-            file=sys.stderr,
-        )
-        return _EXIT_MISFIT
+        return _misfit(exc, what="converted", partial_flag=True)
     print(report.render(audience="cli"))
     if args.to == "resnetzoo":
         metadata = {"stride_in_1x1": "true"} if getattr(model, "stride_in_1x1", False) else None
@@ -221,21 +227,16 @@ def _list(args: argparse.Namespace) -> int:
 
 def _export(args: argparse.Namespace) -> int:
     from resnetzoo.inference import Preprocessing, export, export_format, recipe_metadata
-    from resnetzoo.registry import create_model_from_checkpoint
-    from resnetzoo.remap import load_weights
 
     output = Path(args.output)
     fmt = export_format(output, format=args.format)
     if output.exists() and not args.overwrite:
         raise FileExistsError(f"{output} already exists; pass --overwrite to replace it")
     loaded = _read(args.checkpoint)
-    if args.arch:
-        model = _named_model(args, loaded)
-        load_weights(model, loaded, strict=True, ignore_head=args.ignore_head, prefix=args.prefix)
-    else:
-        overrides = {} if args.num_classes is None else {"num_classes": args.num_classes}
-        model, _ = create_model_from_checkpoint(loaded, prefix=args.prefix, strict=True,
-                                                ignore_head=args.ignore_head, **overrides)
+    try:
+        model, _ = _model_with_weights(args, loaded, strict=True)
+    except WeightsLoadError as exc:
+        return _misfit(exc, what="exported", partial_flag=False)
     class_names, preprocessing = recipe_metadata(loaded, in_chans=model.in_chans)
     if args.ignore_head:
         class_names = None  # the checkpoint's classes belong to the head left out
