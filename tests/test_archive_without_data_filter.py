@@ -10,34 +10,14 @@ the branch taken (``extractall`` called without ``filter``).
 from __future__ import annotations
 
 import errno
-import io
 import tarfile
 from pathlib import Path
 
 import pytest
+from tarballs import file_member, link_member, tar_bytes
 
 from resnetzoo.recipes.finetune.archive import safe_extract
 from resnetzoo.recipes.finetune.errors import UnsafeArchiveError
-
-
-def _file(name: str, data: bytes = b"x") -> tuple[tarfile.TarInfo, bytes]:
-    info = tarfile.TarInfo(name)
-    info.size = len(data)
-    return info, data
-
-
-def _link(name: str, target: str) -> tuple[tarfile.TarInfo, None]:
-    info = tarfile.TarInfo(name)
-    info.type, info.linkname = tarfile.SYMTYPE, target
-    return info, None
-
-
-def _tar(members: list[tuple[tarfile.TarInfo, bytes | None]]) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        for info, data in members:
-            tar.addfile(info, io.BytesIO(data) if data is not None else None)
-    return buffer.getvalue()
 
 
 @pytest.fixture
@@ -57,7 +37,7 @@ def old_python(monkeypatch: pytest.MonkeyPatch) -> list[dict]:
 
 def test_a_good_archive_extracts_without_a_filter(tmp_path: Path, old_python: list[dict]) -> None:
     archive = tmp_path / "good.tgz"
-    archive.write_bytes(_tar([_file("top/a.txt", b"hello"), _file("top/b/c.txt", b"there")]))
+    archive.write_bytes(tar_bytes([file_member("top/a.txt", b"hello"), file_member("top/b/c.txt", b"there")]))
     safe_extract(archive, tmp_path / "out")
     assert (tmp_path / "out" / "top" / "a.txt").read_bytes() == b"hello"
     assert (tmp_path / "out" / "top" / "b" / "c.txt").read_bytes() == b"there"
@@ -68,7 +48,7 @@ def test_a_good_archive_extracts_without_a_filter(tmp_path: Path, old_python: li
 def test_a_symlink_chain_is_refused_before_anything_is_written(tmp_path: Path, old_python: list[dict]) -> None:
     """``d/l -> ..`` then ``d/l/x -> ..``: each stays inside alone; together they reach the parent."""
     archive = tmp_path / "chain.tar"
-    archive.write_bytes(_tar([_link("d/l", ".."), _link("d/l/x", ".."), _file("d/l/x/escaped.txt", b"evil")]))
+    archive.write_bytes(tar_bytes([link_member("d/l", ".."), link_member("d/l/x", ".."), file_member("d/l/x/escaped.txt", b"evil")]))
     work = tmp_path / "work"
     work.mkdir()
     with pytest.raises(UnsafeArchiveError, match="symbolic link"):
@@ -88,7 +68,7 @@ def test_a_failure_halfway_leaves_nothing(tmp_path: Path, old_python: list[dict]
 
     monkeypatch.setattr(tarfile.TarFile, "makefile", full_after_one)
     archive = tmp_path / "data.tgz"
-    archive.write_bytes(_tar([_file("top/a.txt", b"hello"), _file("top/b.txt", b"world")]))
+    archive.write_bytes(tar_bytes([file_member("top/a.txt", b"hello"), file_member("top/b.txt", b"world")]))
     with pytest.raises(OSError, match="No space"):
         safe_extract(archive, tmp_path / "dest")
     assert len(old_python) == 1 and "filter" not in old_python[0]
@@ -97,7 +77,7 @@ def test_a_failure_halfway_leaves_nothing(tmp_path: Path, old_python: list[dict]
 
 def test_an_existing_top_folder_is_never_merged_into(tmp_path: Path, old_python: list[dict]) -> None:
     archive = tmp_path / "good.tgz"
-    archive.write_bytes(_tar([_file("top/a.txt", b"hello")]))
+    archive.write_bytes(tar_bytes([file_member("top/a.txt", b"hello")]))
     dest = tmp_path / "dest"
     (dest / "top").mkdir(parents=True)
     (dest / "top" / "mine.txt").write_text("keep")

@@ -15,6 +15,7 @@ import pytest
 import torch
 from conftest import LoopbackServer
 from PIL import Image
+from tarballs import file_member, link_member, tar_bytes
 
 from resnetzoo._io import temporary_name
 from resnetzoo.errors import ChecksumError
@@ -295,42 +296,25 @@ def test_transforms_and_normalisation(tree: Path) -> None:
 
 
 # ------------------------------------------------------------------------ extraction
-def _tar(members: list[tuple[tarfile.TarInfo, bytes | None]]) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        for info, data in members:
-            tar.addfile(info, io.BytesIO(data) if data is not None else None)
-    return buffer.getvalue()
 
-
-def _file(name: str, data: bytes = b"x") -> tuple[tarfile.TarInfo, bytes]:
-    info = tarfile.TarInfo(name)
-    info.size = len(data)
-    return info, data
-
-
-def _link(name: str, target: str, kind: bytes = tarfile.SYMTYPE) -> tuple[tarfile.TarInfo, None]:
-    info = tarfile.TarInfo(name)
-    info.type, info.linkname = kind, target
-    return info, None
 
 
 @pytest.mark.parametrize(
     "member, message",
     [
-        (_file("../evil"), "contains '..'"),
-        (_file("ok/../../evil"), "contains '..'"),
-        (_file("/tmp/evil"), "absolute path"),
-        (_link("ok/link", "../../outside"), "symbolic link"),
-        (_link("ok/link", "/etc/passwd"), "symbolic link"),
-        (_link("ok/inside", "first.txt"), "symbolic link"),  # harmless alone, but no archive needs it
-        (_link("ok/hard", "../evil", tarfile.LNKTYPE), "contains '..'|hard link"),
-        (_link("ok/hard", "ok/first.txt", tarfile.LNKTYPE), "hard link"),
+        (file_member("../evil"), "contains '..'"),
+        (file_member("ok/../../evil"), "contains '..'"),
+        (file_member("/tmp/evil"), "absolute path"),
+        (link_member("ok/link", "../../outside"), "symbolic link"),
+        (link_member("ok/link", "/etc/passwd"), "symbolic link"),
+        (link_member("ok/inside", "first.txt"), "symbolic link"),  # harmless alone, but no archive needs it
+        (link_member("ok/hard", "../evil", tarfile.LNKTYPE), "contains '..'|hard link"),
+        (link_member("ok/hard", "ok/first.txt", tarfile.LNKTYPE), "hard link"),
     ],
 )
 def test_safe_extract_rejects_links_and_members_escaping_the_folder(tmp_path: Path, member, message: str) -> None:
     archive = tmp_path / "bad.tgz"
-    archive.write_bytes(_tar([_file("ok/first.txt"), member]))
+    archive.write_bytes(tar_bytes([file_member("ok/first.txt"), member]))
     dest = tmp_path / "a" / "dest"
     with pytest.raises(UnsafeArchiveError, match=message):
         safe_extract(archive, dest)
@@ -341,7 +325,7 @@ def test_safe_extract_rejects_links_and_members_escaping_the_folder(tmp_path: Pa
 def test_safe_extract_refuses_a_symlink_chain_out_of_the_folder(tmp_path: Path) -> None:
     """``d/l -> ..`` then ``d/l/x -> ..``: each link stays inside alone; together they reach the parent."""
     archive = tmp_path / "chain.tar"
-    archive.write_bytes(_tar([_link("d/l", ".."), _link("d/l/x", ".."), _file("d/l/x/escaped.txt", b"evil")]))
+    archive.write_bytes(tar_bytes([link_member("d/l", ".."), link_member("d/l/x", ".."), file_member("d/l/x/escaped.txt", b"evil")]))
     work = tmp_path / "work"
     work.mkdir()
     with pytest.raises(UnsafeArchiveError, match="link"):
@@ -350,7 +334,7 @@ def test_safe_extract_refuses_a_symlink_chain_out_of_the_folder(tmp_path: Path) 
 
 
 def test_safe_extract_is_all_or_nothing(tmp_path: Path) -> None:
-    good = _tar([_file("top/a.txt", b"hello"), _file("top/sub/b.txt", b"world")])
+    good = tar_bytes([file_member("top/a.txt", b"hello"), file_member("top/sub/b.txt", b"world")])
     archive = tmp_path / "cut.tgz"
     archive.write_bytes(good[: len(good) - 40])  # the gzip stream ends early: a corrupt download
     dest = tmp_path / "dest"
@@ -373,7 +357,7 @@ def test_safe_extract_extracts_a_good_archive_and_sweeps_a_killed_staging_folder
     orphan = Path(str(temporary_name(dest)).replace(f".{os.getpid()}.", ".999999999."))  # no such process
     (orphan / "half").mkdir(parents=True)
     archive = tmp_path / "good.tgz"
-    archive.write_bytes(_tar([_file("top/a.txt", b"hello"), _file("top/b/c.txt", b"there")]))
+    archive.write_bytes(tar_bytes([file_member("top/a.txt", b"hello"), file_member("top/b/c.txt", b"there")]))
     safe_extract(archive, dest)
     assert (dest / "top" / "a.txt").read_bytes() == b"hello"
     assert (dest / "top" / "b" / "c.txt").read_bytes() == b"there"
@@ -389,7 +373,7 @@ def archive(tree: Path) -> Iterator[bytes]:
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
         tar.add(tree, arcname="CUB_200_2011")
-        info, data = _file("attributes.txt", b"top-level file of the real archive")
+        info, data = file_member("attributes.txt", b"top-level file of the real archive")
         tar.addfile(info, io.BytesIO(data))
     yield buffer.getvalue()
 
@@ -472,7 +456,7 @@ def test_a_tree_folder_without_images_txt_stops_before_downloading(tmp_path: Pat
 
 
 def test_an_archive_without_the_tree_leaves_no_extracted_copy(tmp_path: Path, http_server) -> None:
-    payload = _tar([_file("something_else/readme.txt", b"not CUB")])
+    payload = tar_bytes([file_member("something_else/readme.txt", b"not CUB")])
     root = tmp_path / "data"
     with pytest.raises(CUB200TreeError, match="not the CUB-200-2011 archive"):
         _fetch(root, http_server.add(ARCHIVE_PATH, payload), payload)
