@@ -421,3 +421,37 @@ def test_a_numpy_array_whose_shape_lies_about_its_bytes_is_refused(tmp_path):
     path.write_bytes(data)
     with pytest.raises(CheckpointError, match="not a plain numeric array"):
         read_checkpoint(path)
+
+
+class _CraftedArray:
+    """Pickles as numpy's ``_reconstruct`` + ``__setstate__`` with whatever shape and flags it is given."""
+
+    def __init__(self, shape, fortran: bool, data: bytes) -> None:
+        self.state = (1, shape, np.dtype("<f4"), fortran, data)
+
+    def __reduce__(self):
+        from numpy._core.multiarray import _reconstruct
+
+        return _reconstruct, (np.ndarray, (0,), b"b"), self.state
+
+
+@pytest.mark.parametrize(
+    ("shape", "fortran", "data", "expected"),
+    [
+        ((0, 2**70), False, b"", None),
+        ((0,) + (10**9,) * 4, False, b"", None),
+        ((1,) * 65, False, b"\0" * 4, None),
+        ((), True, b"\0\0\x80\x3f", torch.tensor(1.0)),
+        ((2,), True, b"\0\0\x80\x3f\0\0\0\x40", torch.tensor([1.0, 2.0])),
+    ],
+    ids=["empty-huge", "empty-overflowing", "too-many-dims", "0d-fortran", "1d-fortran"],
+)
+def test_crafted_numpy_shapes_are_refused_in_one_line_or_read_right(tmp_path, shape, fortran, data, expected):
+    path = tmp_path / "crafted.pkl"
+    path.write_bytes(pickle.dumps({"model": {"w": _CraftedArray(shape, fortran, data)}}, protocol=4))
+    if expected is None:
+        with pytest.raises(CheckpointError, match="not a plain numeric array"):
+            read_checkpoint(path)
+    else:
+        assert torch.equal(read_checkpoint_file(path).obj["model"]["w"], expected)
+

@@ -827,13 +827,19 @@ def _raw_bytes(data: Any) -> bytes | None:
     return None
 
 
+_NUMPY_MAX_DIMS = 64  # numpy's own limit (NPY_MAXDIMS)
+
+
 def _tensor_from_raw(raw: bytes, dtype: torch.dtype, shape: Any, fortran: bool) -> Any:
     dims = _ints(shape)
-    if dims is None or any(n < 0 for n in dims):
+    if dims is None or len(dims) > _NUMPY_MAX_DIMS or any(n < 0 for n in dims):
         return _NOT_DECODED
-    # The bytes come from the file, so checking the shape against them bounds the work.
-    if math.prod(dims) * dtype.itemsize != len(raw):
+    # The bytes come from the file, so checking the shape against them bounds the work; an
+    # empty array holds no bytes, so its other dimensions are bounded on their own (a
+    # crafted (0, 2**70) would overflow torch's size arithmetic).
+    if math.prod(dims) * dtype.itemsize != len(raw) or math.prod(n for n in dims if n) >= 2**62:
         return _NOT_DECODED
+    fortran = fortran and len(dims) > 1  # 0-d and 1-d arrays are the same in either order
     if not raw:
         return torch.empty(dims, dtype=dtype)
     flat = torch.frombuffer(bytearray(raw), dtype=dtype)
