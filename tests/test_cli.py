@@ -242,6 +242,38 @@ def test_a_full_disk_names_the_file_and_the_fix(tv_checkpoint, tmp_path, capsys,
     assert list(tmp_path.iterdir()) == []
 
 
+def test_an_unreadable_input_is_told_to_be_read_not_written(tv_checkpoint, tmp_path, capsys, monkeypatch):
+    import errno
+
+    import resnetzoo.cli as cli
+
+    def locked(source, unsafe_objects="refuse"):  # root ignores file modes: refuse as a locked file would
+        raise PermissionError(errno.EACCES, "Permission denied", source)
+
+    monkeypatch.setattr(cli, "_read", locked)
+    out = tmp_path / "out.safetensors"
+    assert main(["convert", str(tv_checkpoint), str(out)]) == 2
+    assert capsys.readouterr().err == (f"resnetzoo: error: {tv_checkpoint}: Permission denied; check its "
+                                       f"permissions: resnetzoo must be able to read it\n")
+
+
+@pytest.mark.parametrize("command", ["inspect", "convert", "export"])
+def test_every_command_that_reads_a_checkpoint_takes_unsafe_objects(tv_checkpoint, tmp_path, monkeypatch, command):
+    """The refusal of a pickled checkpoint advises --unsafe-objects stub: each reading command must take it."""
+    import resnetzoo.cli as cli
+
+    asked = []
+
+    def reading(source, unsafe_objects="refuse"):
+        asked.append(unsafe_objects)
+        raise resnetzoo.errors.CheckpointError("stop here")
+
+    monkeypatch.setattr(cli, "_read", reading)
+    out = [] if command == "inspect" else [str(tmp_path / ("o.onnx" if command == "export" else "o.safetensors"))]
+    assert main([command, str(tv_checkpoint), *out, "--unsafe-objects", "stub"]) == 2
+    assert asked == ["stub"]
+
+
 # ------------------------------------------------------------------ --prefix, --ignore-head
 @pytest.fixture(scope="module")
 def moco_checkpoint(tmp_path_factory):

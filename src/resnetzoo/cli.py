@@ -68,11 +68,15 @@ def _check_arch(name: str) -> None:
         raise ValueError(f"unknown model {arch!r}{hint} (see resnetzoo list)")
 
 
-def _describe_os_error(exc: OSError) -> str:
+def _describe_os_error(exc: OSError, *, output: str | None) -> str:
+    """One line for a failed read or write: the fix depends on whether the file was the output."""
+    name = Path(exc.filename) if isinstance(exc.filename, str) else None
+    writing = output is not None and name is not None and (name == Path(output) or name.is_relative_to(output))
     return describe_os_error(
         exc,
         full_disk="free some space or write the output to another disk; a file already there is unchanged",
-        not_writable="check its permissions, or write the output to a folder you can write to",
+        not_writable=("check its permissions, or write the output to a folder you can write to" if writing
+                      else "check its permissions: resnetzoo must be able to read it"),
     )
 
 
@@ -232,7 +236,7 @@ def _export(args: argparse.Namespace) -> int:
     fmt = export_format(output, format=args.format)
     if output.exists() and not args.overwrite:
         raise FileExistsError(f"{output} already exists; pass --overwrite to replace it")
-    loaded = _read(args.checkpoint)
+    loaded = _read(args.checkpoint, args.unsafe_objects)
     try:
         model, _ = _model_with_weights(args, loaded, strict=True)
     except WeightsLoadError as exc:
@@ -351,6 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("onnx", "pt2"), help="default: from the output's suffix")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.add_argument("--json", action="store_true", help="print the export report as JSON")
+    unsafe_objects_option(p)
     p.set_defaults(run=_export)
 
     p = sub.add_parser("download", help="download (or find in the cache) a weight set and print its path")
@@ -385,7 +390,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"resnetzoo: error: {exc}", file=sys.stderr)
         return _EXIT_ERROR
     except OSError as exc:  # a full disk, a read-only folder: the file and the fix, in one line
-        print(f"resnetzoo: error: {_describe_os_error(exc)}", file=sys.stderr)
+        print(f"resnetzoo: error: {_describe_os_error(exc, output=getattr(args, 'output', None))}", file=sys.stderr)
         return _EXIT_ERROR
 
 
