@@ -56,10 +56,9 @@ __all__ = [
 #: What no checkpoint's tensors show, said with every inferred architecture: the network is
 #: built with resnetzoo's defaults for these, and outputs differ if it was trained otherwise.
 NOT_IN_THE_WEIGHTS = (
-    "the weights do not show anti-aliasing (timm's resnetblur/resnetaa blur pooling), dilation "
-    "(output_stride), the global pooling or the activation: built with none, 32, 'avg' and ReLU; if the "
-    "network was trained otherwise, pass output_stride=, global_pool= or act=, or load it with the "
-    "library that made it (resnetzoo has no anti-aliasing)"
+    "weights cannot show anti-aliasing (timm's resnetblur/resnetaa), dilation, the global pooling or the "
+    "activation: this model has none, output stride 32, average pooling and ReLU; a network trained "
+    "otherwise needs them set in Python (output_stride=, global_pool=, act=) or the library that made it"
 )
 # timm variants whose tensors are those of a plain ResNet but which compute otherwise:
 # anti-aliased downsampling (a fixed blur filter, a non-persistent buffer).

@@ -323,7 +323,7 @@ class ExportReport:
             f"(worst {self.max_rel:.1e}) in {self.seconds:.1f} s",
             "  " + "; ".join(str(d) for d in self.dimensions),
             f"  metadata: {meta.num_classes} classes"
-            f"{' with names' if meta.class_names else ''}, input {meta.preprocessing.input_size}, "
+            f"{' with names' if meta.class_names else ' (outputs; no class names)'}, input {meta.preprocessing.input_size}, "
             f"mean {meta.preprocessing.mean}, std {meta.preprocessing.std}, {meta.preprocessing.interpolation}",
         ]
         for dim in self.dimensions:
