@@ -455,3 +455,31 @@ def test_crafted_numpy_shapes_are_refused_in_one_line_or_read_right(tmp_path, sh
     else:
         assert torch.equal(read_checkpoint_file(path).obj["model"]["w"], expected)
 
+
+def test_a_python2_pickle_of_numpy_arrays_is_read(tmp_path):
+    """Detectron's Python 2 era .pkl files hold byte strings (BINSTRING): read as latin1, as detectron2 does."""
+    import io
+    import struct
+
+    class Python2Pickler(pickle._Pickler):
+        dispatch = dict(pickle._Pickler.dispatch)
+
+        def save_bytes(self, obj):
+            opcode = pickle.SHORT_BINSTRING + bytes([len(obj)]) if len(obj) < 256 else (
+                pickle.BINSTRING + struct.pack("<i", len(obj)))
+            self.write(opcode + obj)
+            self.memoize(obj)
+
+        def save_str(self, obj):  # a Python 2 str is a byte string
+            self.save_bytes(obj.encode("latin1"))
+
+        dispatch[bytes], dispatch[str] = save_bytes, save_str
+
+    array = np.arange(6, dtype=np.float32).reshape(2, 3)
+    buffer = io.BytesIO()
+    Python2Pickler(buffer, protocol=2).dump({"blobs": {"res2_0_branch2a_w": array}})
+    path = tmp_path / "R-50.pkl"
+    path.write_bytes(buffer.getvalue())
+    got = read_checkpoint_file(path).obj["blobs"]["res2_0_branch2a_w"]
+    assert torch.equal(got, torch.from_numpy(array))
+

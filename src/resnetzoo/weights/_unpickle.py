@@ -199,7 +199,10 @@ class _InertUnpickler(pickle.Unpickler):
     """An unpickler that resolves every global to a stand-in, except the ``real`` ones given."""
 
     def __init__(self, file: IO[bytes], *, real: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
-        kwargs.setdefault("encoding", "utf-8")
+        # latin1 maps every byte: a Python 2 pickle's byte strings (detectron's .pkl files)
+        # scan as text instead of failing, as detectron2 reads them. Python 3 pickles are
+        # unaffected: their strings are UTF-8 by opcode, their bytes are bytes.
+        kwargs.setdefault("encoding", "latin1")
         super().__init__(file, **kwargs)
         self.real = dict(real or {})
         self.globals_named: list[str] = []
@@ -817,6 +820,8 @@ def _numpy_dtype(dtype: Any) -> torch.dtype | None:
 def _raw_bytes(data: Any) -> bytes | None:
     if isinstance(data, (bytes, bytearray)):
         return bytes(data)
+    if isinstance(data, str):  # a Python 2 pickle's byte string, read as latin1 (see _InertUnpickler)
+        return data.encode("latin1")
     if isinstance(data, PickledObject) and data.global_name == "builtins.bytes" and not data.args:
         return b""
     # Protocol 2 spells bytes as _codecs.encode(text, "latin1"); a stand-in when scanned.
