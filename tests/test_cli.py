@@ -149,8 +149,8 @@ def test_download_prints_path(tmp_path, monkeypatch, capsys):
 
 
 # ------------------------------------------------------------------ no torch for help and version
-@pytest.mark.parametrize("argv", [["--version"], ["--help"], ["inspect", "--help"], [], ["frobnicate"]])
-def test_help_version_and_usage_errors_import_no_torch(argv):
+@pytest.mark.parametrize("argv", [["--version"], ["--help"], ["inspect", "--help"], [], ["frobnicate"], ["list"]])
+def test_help_version_list_and_usage_errors_import_no_torch(argv):
     import subprocess
     import sys
 

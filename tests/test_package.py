@@ -16,8 +16,6 @@ import resnetzoo
 from resnetzoo.architectures import ARCHITECTURES
 from resnetzoo.weights import WeightSpec, pretrained_source
 
-ROOT_INIT = Path(resnetzoo.__file__)
-
 
 def _fresh(code: str) -> dict:
     """Run ``code`` (which prints JSON) in a new interpreter."""
@@ -33,6 +31,18 @@ def test_import_loads_no_torch_until_a_name_is_used():
         "print(json.dumps({'before': before, 'after': 'torch' in sys.modules, 'version': resnetzoo.__version__}))"
     )
     assert out == {"before": False, "after": True, "version": resnetzoo.__version__}
+
+
+def test_the_weight_records_load_no_torch():
+    """``resnetzoo list`` reads the records table: pure data, no torch until a file is read."""
+    out = _fresh(
+        "import sys, json, resnetzoo.weights as w\n"
+        "n = len(w.list_pretrained())\n"
+        "before = 'torch' in sys.modules\n"
+        "w.read_checkpoint\n"
+        "print(json.dumps({'records': n, 'before': before, 'after': 'torch' in sys.modules}))"
+    )
+    assert out == {"records": len(resnetzoo.weights.list_pretrained()), "before": False, "after": True}
 
 
 def test_every_architecture_is_exported_with_its_constructor():
@@ -54,9 +64,10 @@ def test_every_export_resolves_and_unknown_names_raise_attribute_error():
         resnetzoo.resnet51  # noqa: B018
 
 
-def test_type_checking_imports_match_the_export_table():
+@pytest.mark.parametrize("package", [resnetzoo, resnetzoo.weights], ids=["resnetzoo", "resnetzoo.weights"])
+def test_type_checking_imports_match_the_export_table(package):
     # What IDEs and type checkers see must be what the lazy table serves.
-    tree = ast.parse(ROOT_INIT.read_text())
+    tree = ast.parse(Path(package.__file__).read_text())
     block = next(node for node in tree.body if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING")
     seen: dict[str, str] = {}
     for node in block.body:
@@ -66,7 +77,7 @@ def test_type_checking_imports_match_the_export_table():
                 seen.update(dict.fromkeys(ARCHITECTURES, node.module))
             else:
                 seen[alias.name] = node.module
-    assert seen == resnetzoo._EXPORTS
+    assert seen == package._EXPORTS
 
 
 def test_architecture_table_builds_what_it_says():

@@ -209,11 +209,13 @@ def _convert(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    from resnetzoo.registry import list_models
+    # The tables, not the registry: both are pure data, so listing imports no torch (a
+    # command-line process registers no models of its own).
+    from resnetzoo.architectures import ARCHITECTURES, natural_key
     from resnetzoo.weights import list_pretrained
 
     pattern = args.pattern or "*"
-    models = list_models()
+    models = sorted(ARCHITECTURES, key=natural_key)
     specs = [s for s in list_pretrained() if fnmatch.fnmatchcase(s.name, pattern) or fnmatch.fnmatchcase(s.arch, pattern)]
     shown = [m for m in models if fnmatch.fnmatchcase(m, pattern) or any(s.arch == m for s in specs)]
     print(f"Models ({len(shown)}):")

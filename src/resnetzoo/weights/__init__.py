@@ -10,51 +10,60 @@
 
 from __future__ import annotations
 
-from resnetzoo.weights.download import (
-    cache_dir,
-    download_url,
-    fetch_weights,
-    hub_download,
-    is_offline,
-    sha256_file,
-)
-from resnetzoo.weights.files import (
-    LoadedCheckpoint,
-    read_checkpoint,
-    read_checkpoint_file,
-    read_training_checkpoint,
-)
-from resnetzoo.weights.records import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    WeightSpec,
-    default_tag,
-    get_weights,
-    imagenet_categories,
-    list_pretrained,
-    register_weights,
-)
-from resnetzoo.weights.sources import pretrained_source, read_source
+import importlib
+from typing import TYPE_CHECKING, Any
 
-__all__ = [
-    "IMAGENET_MEAN",
-    "IMAGENET_STD",
-    "LoadedCheckpoint",
-    "WeightSpec",
-    "cache_dir",
-    "default_tag",
-    "download_url",
-    "fetch_weights",
-    "get_weights",
-    "hub_download",
-    "imagenet_categories",
-    "is_offline",
-    "list_pretrained",
-    "pretrained_source",
-    "read_checkpoint",
-    "read_checkpoint_file",
-    "read_source",
-    "read_training_checkpoint",
-    "register_weights",
-    "sha256_file",
-]
+# Public name -> the module that defines it. The package is lazy, like the root: the
+# records table is pure data, so ``resnetzoo list`` reads it without importing torch,
+# which reading and downloading files need.
+_EXPORTS: dict[str, str] = {
+    **dict.fromkeys(("cache_dir", "download_url", "fetch_weights", "hub_download", "is_offline", "sha256_file"),
+                    "resnetzoo.weights.download"),
+    **dict.fromkeys(("LoadedCheckpoint", "read_checkpoint", "read_checkpoint_file", "read_training_checkpoint"),
+                    "resnetzoo.weights.files"),
+    **dict.fromkeys(("IMAGENET_MEAN", "IMAGENET_STD", "WeightSpec", "default_tag", "get_weights",
+                     "imagenet_categories", "list_pretrained", "register_weights"), "resnetzoo.weights.records"),
+    **dict.fromkeys(("pretrained_source", "read_source"), "resnetzoo.weights.sources"),
+}
+
+__all__ = sorted(_EXPORTS, key=str.lower)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value  # once imported, an ordinary attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})
+
+
+if TYPE_CHECKING:  # what type checkers and IDEs see; keep in step with _EXPORTS
+    from resnetzoo.weights.download import (
+        cache_dir,
+        download_url,
+        fetch_weights,
+        hub_download,
+        is_offline,
+        sha256_file,
+    )
+    from resnetzoo.weights.files import (
+        LoadedCheckpoint,
+        read_checkpoint,
+        read_checkpoint_file,
+        read_training_checkpoint,
+    )
+    from resnetzoo.weights.records import (
+        IMAGENET_MEAN,
+        IMAGENET_STD,
+        WeightSpec,
+        default_tag,
+        get_weights,
+        imagenet_categories,
+        list_pretrained,
+        register_weights,
+    )
+    from resnetzoo.weights.sources import pretrained_source, read_source
