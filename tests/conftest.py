@@ -13,6 +13,8 @@ import pytest
 import torch
 import torch.nn as nn
 
+from resnetzoo import _io
+
 
 @pytest.fixture(autouse=True, scope="session")
 def _one_thread():
@@ -25,6 +27,18 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def _hosts_forgotten():
+    """Each test starts with no host remembered as reachable or not.
+
+    The memo is per process, and loopback servers reuse ports: a port one test found
+    dead (or alive) may be the next test's server.
+    """
+    _io.forget_hosts()
+    yield
+    _io.forget_hosts()
 
 
 def _randomize(model: nn.Module, seed: int = 0) -> nn.Module:

@@ -62,6 +62,7 @@ __all__ = [
     "check_reachable",
     "describe_os_error",
     "file_digest",
+    "forget_hosts",
     "http_download",
     "is_offline",
     "looks_like_html",
@@ -380,6 +381,16 @@ def _host(url: str) -> str:
 
 def _remember_unreachable(url: str, reason: str) -> None:
     _UNREACHABLE[_host(url)] = reason
+
+
+def forget_hosts() -> None:
+    """Forget which hosts were found reachable or not: the next download probes again.
+
+    For a long-running process whose network came back (or went away), and for tests,
+    where one test's loopback port may be another's later.
+    """
+    _UNREACHABLE.clear()
+    _REACHABLE.clear()
 
 
 def unreachable_reason(url: str) -> str | None:
