@@ -111,6 +111,7 @@ def test_a_failed_verification_writes_nothing(tmp_path, randomize, monkeypatch):
     with pytest.raises(ExportError, match="not written") as err:
         export_model(model, path, format="pt2", check_shapes=[(1, 64, 64)])
     assert not err.value.report.ok and err.value.report.checks[0].max_rel > 0.1
+    assert "metadata: 10 classes (outputs; no class names)" in str(err.value.report)
     assert list(tmp_path.iterdir()) == []
 
 
